@@ -1,0 +1,350 @@
+"""One LIBSVM C-SVC per channel on a precomputed Gram matrix (REFERENCE.md section 7).
+
+Training goes through libsvm-official in precomputed-kernel mode (``-t 4``); prediction does
+not: we keep the support-vector indices, the dual coefficients and the bias, and compute the
+decision values ourselves with one matrix-vector (or matrix-matrix) product,
+
+    decision(z) = sum_i dual_coef_[i] * k(z, x_support_[i]) + intercept_,
+
+so that a whole channel is scored by BLAS instead of LIBSVM's row-by-row loop. The sign
+convention is ours and fixed: ``decision > 0`` means label 1 (target-dominated unit), whatever
+order LIBSVM assigned to the labels internally.
+
+Training sets are capped per channel by :func:`balanced_subsample` (class-balanced, seeded).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, ModelError
+
+__all__ = ["ChannelSVM", "balanced_subsample"]
+
+
+# --------------------------------------------------------------------------------------------
+# class-balanced subsampling
+# --------------------------------------------------------------------------------------------
+def balanced_subsample(labels: np.ndarray, cap: int | None, rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Indices of a class-balanced subsample of at most ``cap`` training points.
+
+    Each class gets ``cap // n_classes`` points (the remainder going to the smaller class
+    first is not needed: if one class has fewer points than its share, all of them are taken and
+    the other classes fill the free slots). Sampling within a class is without replacement.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (n,)
+        Class labels (any integer or boolean values; for the SVMs, the IBM values 0/1).
+    cap : int or None
+        Maximum number of indices returned. ``None`` or ``cap >= n`` returns ``arange(n)``.
+    rng : numpy Generator, int seed or None
+        Source of randomness; the same seed gives the same indices.
+
+    Returns
+    -------
+    ndarray of int64, shape (min(n, cap),)
+        Sorted indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError(f"labels must be one-dimensional, got shape {labels.shape}")
+    n = labels.shape[0]
+    if cap is None or cap >= n:
+        return np.arange(n, dtype=np.int64)
+    cap = int(cap)
+    if cap < 1:
+        raise InputError(f"the training-point cap must be >= 1, got {cap}")
+    rng = np.random.default_rng(rng)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    groups = [np.flatnonzero(inverse == k) for k in range(classes.size)]
+    # water-filling: classes smaller than their share give their free slots to the others
+    sizes = np.array([g.size for g in groups])
+    take = np.zeros_like(sizes)
+    remaining = cap
+    open_ = list(np.argsort(sizes, kind="stable"))  # smallest class first
+    while open_:
+        share = remaining // len(open_)
+        k = open_[0]
+        if sizes[k] <= share:
+            take[k] = sizes[k]
+            remaining -= sizes[k]
+            open_.pop(0)
+            continue
+        # every open class has more points than the share: split what is left evenly,
+        # the remainder going to the larger classes (last in the ascending order)
+        extra = remaining - share * len(open_)
+        for pos, kk in enumerate(open_):
+            take[kk] = share + (1 if pos >= len(open_) - extra else 0)
+        break
+    chosen = [rng.choice(g, size=int(t), replace=False) for g, t in zip(groups, take) if t > 0]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# LIBSVM plumbing
+# --------------------------------------------------------------------------------------------
+def _precomputed_csr(kernel_rows: np.ndarray, first_column: np.ndarray):
+    """LIBSVM's precomputed-kernel layout as a CSR matrix with explicit zeros.
+
+    Row i is ``[first_column[i], kernel_rows[i, 0], ..., kernel_rows[i, n-1]]``; libsvm-official
+    maps CSR column j to LIBSVM index j for ``isKernel=True``. Zeros are stored explicitly
+    because LIBSVM looks kernel values up by position (a Gaussian kernel can underflow to 0).
+    """
+    from scipy import sparse
+
+    m, n = kernel_rows.shape
+    dense = np.empty((m, n + 1), dtype=np.float64)
+    dense[:, 0] = first_column
+    dense[:, 1:] = kernel_rows
+    indices = np.tile(np.arange(n + 1, dtype=np.int32), m)
+    indptr = np.arange(0, m * (n + 1) + 1, n + 1, dtype=np.int64)
+    return sparse.csr_matrix((dense.ravel(), indices, indptr), shape=(m, n + 1))
+
+
+def _train_libsvm(gram: np.ndarray, y01: np.ndarray, C: float, tol: float, cache_mb: float):
+    """Train LIBSVM C-SVC on a precomputed Gram matrix; return ``(model, problem)``.
+
+    The problem object must stay alive as long as the model is used with LIBSVM's own predict
+    (LIBSVM's model points into the problem's storage).
+    """
+    from libsvm.svmutil import svm_parameter, svm_problem, svm_train
+
+    n = gram.shape[0]
+    x = _precomputed_csr(gram, np.arange(1, n + 1, dtype=np.float64))
+    # labels as +1 (target) / -1 (masker) for LIBSVM; which one it lists first is handled later
+    y = np.where(y01 > 0, 1.0, -1.0)
+    prob = svm_problem(y, x, isKernel=True)
+    param = svm_parameter(f"-s 0 -t 4 -c {C!r} -e {tol!r} -m {cache_mb!r} -q")
+    model = svm_train(prob, param)
+    return model, prob
+
+
+def _libsvm_decision(model, k_test_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LIBSVM's own predict on a precomputed test kernel (m x n_train, all training columns).
+
+    Returns ``(labels in {0,1}, decision values with LIBSVM's sign convention)``. Used by tests
+    and benchmarks as the reference.
+    """
+    from libsvm.svmutil import svm_predict
+
+    m = k_test_train.shape[0]
+    x = _precomputed_csr(k_test_train, np.zeros(m))
+    labels, _, values = svm_predict([], x, model, "-q")
+    return (np.asarray(labels) > 0).astype(np.int8), np.asarray(values, dtype=np.float64)[:, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# the estimator
+# --------------------------------------------------------------------------------------------
+class ChannelSVM:
+    """C-SVC of one channel on a precomputed kernel; LIBSVM trains, BLAS predicts.
+
+    Parameters
+    ----------
+    C : float
+        Soft-margin penalty (LIBSVM ``-c``).
+    tol : float
+        Stopping tolerance of LIBSVM's SMO solver (``-e``).
+    cache_mb : float
+        LIBSVM kernel cache in MB (``-m``); with a precomputed kernel it only caches rows.
+
+    Attributes (after ``fit`` or ``from_arrays``)
+    ----------
+    support_ : ndarray of int64, shape (n_sv,)
+        Indices of the support vectors into the training set given to ``fit`` (ascending).
+    dual_coef_ : ndarray of float64, shape (n_sv,)
+        ``alpha_i * y_i`` with ``y_i = +1`` for label 1 and ``-1`` for label 0.
+    intercept_ : float
+        Bias ``b`` (LIBSVM's ``-rho`` with our sign convention).
+    constant_ : int or None
+        When the training labels hold one class only, that label; the model then predicts it
+        everywhere (``decision`` returns ``+1`` or ``-1``) and has no support vectors.
+    n_train_ : int
+        Number of training points.
+    """
+
+    def __init__(self, C: float = 1.0, tol: float = 1e-3, cache_mb: float = 200.0) -> None:
+        self.C = C
+        self.tol = tol
+        self.cache_mb = cache_mb
+
+    # scikit-learn style parameter access ---------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"C": self.C, "tol": self.tol, "cache_mb": self.cache_mb}
+
+    def set_params(self, **params: Any) -> "ChannelSVM":
+        for key, value in params.items():
+            if key not in ("C", "tol", "cache_mb"):
+                raise InputError(f"ChannelSVM has no parameter {key!r}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"ChannelSVM(C={self.C!r}, tol={self.tol!r}, cache_mb={self.cache_mb!r})"
+
+    # training --------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        for name in ("C", "tol", "cache_mb"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) and v > 0):
+                raise InputError(f"ChannelSVM {name} must be a positive number, got {v!r}")
+
+    def fit(self, gram: np.ndarray, y: np.ndarray) -> "ChannelSVM":
+        """Train on a precomputed kernel.
+
+        Parameters
+        ----------
+        gram : ndarray, shape (n, n)
+            Kernel matrix of the training points (symmetric positive semi-definite).
+        y : ndarray, shape (n,)
+            Labels in {0, 1} (IBM values); booleans accepted.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        gram = np.ascontiguousarray(gram, dtype=np.float64)
+        y = np.asarray(y)
+        if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+            raise InputError(f"the Gram matrix must be square, got shape {gram.shape}")
+        n = gram.shape[0]
+        if y.shape != (n,):
+            raise InputError(f"labels must have shape ({n},) to match the Gram matrix, got {y.shape}")
+        if n == 0:
+            raise InputError("cannot train an SVM on zero training points")
+        if not np.all(np.isfinite(gram)):
+            raise InputError("the Gram matrix holds NaN or infinite values")
+        if not np.all((y == 0) | (y == 1)):
+            raise InputError("SVM labels must be 0 or 1")
+        y01 = (y == 1).astype(np.int8)
+        self.n_train_ = int(n)
+        present = np.unique(y01)
+        if present.size == 1:
+            label = int(present[0])
+            self.constant_ = label
+            self.support_ = np.zeros(0, dtype=np.int64)
+            self.dual_coef_ = np.zeros(0, dtype=np.float64)
+            self.intercept_ = 1.0 if label == 1 else -1.0
+            return self
+        model, _prob = _train_libsvm(gram, y01, float(self.C), float(self.tol), float(self.cache_mb))
+        n_sv = model.get_nr_sv()
+        support = np.asarray(model.get_sv_indices(), dtype=np.int64) - 1  # LIBSVM is 1-based
+        coef = np.array([model.sv_coef[0][i] for i in range(n_sv)], dtype=np.float64)
+        rho = float(model.rho[0])
+        # LIBSVM: decision = sum coef_i K - rho, positive -> model.label[0]
+        sign = 1.0 if model.get_labels()[0] == 1 else -1.0
+        order = np.argsort(support, kind="stable")
+        self.constant_ = None
+        self.support_ = support[order]
+        self.dual_coef_ = sign * coef[order]
+        self.intercept_ = -sign * rho
+        del model, _prob
+        return self
+
+    # prediction ------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "support_"):
+            raise InputError("this ChannelSVM is not fitted yet; call fit() or from_arrays() first")
+
+    @property
+    def n_support_(self) -> int:
+        self._check_fitted()
+        return int(self.support_.size)
+
+    def decision(self, k_test_sv: np.ndarray) -> np.ndarray:
+        """Decision values from the kernel between test points and the support vectors.
+
+        Parameters
+        ----------
+        k_test_sv : ndarray, shape (m, n_sv)
+            ``k_test_sv[j, i] = k(z_j, x_support_[i])``, columns in the order of ``support_``.
+            A constant model (one training class) accepts ``n_sv = 0`` columns.
+
+        Returns
+        -------
+        ndarray of float64, shape (m,)
+            ``k_test_sv @ dual_coef_ + intercept_``; positive means label 1.
+        """
+        self._check_fitted()
+        k = np.asarray(k_test_sv, dtype=np.float64)
+        if k.ndim != 2 or k.shape[1] != self.support_.size:
+            raise InputError(
+                f"test kernel must have shape (m, {self.support_.size}) (one column per support vector), got {k.shape}"
+            )
+        if self.support_.size == 0:
+            return np.full(k.shape[0], float(self.intercept_))
+        out = k @ self.dual_coef_
+        out += self.intercept_
+        return out
+
+    def predict(self, k_test_sv: np.ndarray) -> np.ndarray:
+        """Labels in {0, 1} (int8), shape (m,): ``decision(k_test_sv) > 0``."""
+        return (self.decision(k_test_sv) > 0).astype(np.int8)
+
+    # model-file arrays -----------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays for the model file (npz-friendly, fixed dtypes).
+
+        Keys: ``support`` (int64, n_sv), ``dual_coef`` (float64, n_sv), ``intercept`` (float64,
+        shape (1,)), ``constant`` (int8, shape (1,); -1 when not constant), ``n_train`` (int64,
+        shape (1,)), ``params`` (float64, [C, tol, cache_mb]).
+        """
+        self._check_fitted()
+        return {
+            "support": np.asarray(self.support_, dtype=np.int64).copy(),
+            "dual_coef": np.asarray(self.dual_coef_, dtype=np.float64).copy(),
+            "intercept": np.array([self.intercept_], dtype=np.float64),
+            "constant": np.array([-1 if self.constant_ is None else self.constant_], dtype=np.int8),
+            "n_train": np.array([self.n_train_], dtype=np.int64),
+            "params": np.array([self.C, self.tol, self.cache_mb], dtype=np.float64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ChannelSVM":
+        """Rebuild a fitted model from :meth:`to_arrays` output; validates keys, dtypes, shapes.
+
+        Raises
+        ------
+        ModelError
+            On a missing key, wrong dtype kind or inconsistent shapes.
+        """
+        need = ("support", "dual_coef", "intercept", "constant", "n_train", "params")
+        missing = [k for k in need if k not in arrays]
+        if missing:
+            raise ModelError(f"SVM arrays are missing {', '.join(missing)}")
+        sup = np.asarray(arrays["support"])
+        coef = np.asarray(arrays["dual_coef"])
+        icpt = np.asarray(arrays["intercept"])
+        const = np.asarray(arrays["constant"])
+        ntr = np.asarray(arrays["n_train"])
+        params = np.asarray(arrays["params"])
+        if sup.ndim != 1 or sup.dtype.kind not in "iu":
+            raise ModelError("SVM support indices must be a 1-d integer array")
+        if coef.ndim != 1 or coef.dtype.kind != "f" or coef.shape != sup.shape:
+            raise ModelError("SVM dual coefficients must be a float array matching the support indices")
+        if icpt.shape != (1,) or icpt.dtype.kind != "f" or not np.isfinite(icpt[0]):
+            raise ModelError("SVM intercept must be one finite float")
+        if const.shape != (1,) or const.dtype.kind not in "iu" or int(const[0]) not in (-1, 0, 1):
+            raise ModelError("SVM constant flag must be one of -1, 0, 1")
+        if ntr.shape != (1,) or ntr.dtype.kind not in "iu":
+            raise ModelError("SVM n_train must be one integer")
+        if params.shape != (3,) or params.dtype.kind != "f":
+            raise ModelError("SVM params must be three floats (C, tol, cache_mb)")
+        if not np.all(np.isfinite(coef)):
+            raise ModelError("SVM dual coefficients hold NaN or infinite values")
+        n_train = int(ntr[0])
+        if sup.size and (sup.min() < 0 or sup.max() >= n_train or np.any(np.diff(sup) <= 0)):
+            raise ModelError("SVM support indices are out of range or not strictly increasing")
+        constant = None if int(const[0]) == -1 else int(const[0])
+        if constant is not None and sup.size:
+            raise ModelError("a constant SVM cannot have support vectors")
+        obj = cls(C=float(params[0]), tol=float(params[1]), cache_mb=float(params[2]))
+        obj.support_ = sup.astype(np.int64)
+        obj.dual_coef_ = coef.astype(np.float64)
+        obj.intercept_ = float(icpt[0])
+        obj.constant_ = constant
+        obj.n_train_ = n_train
+        return obj
