@@ -1,0 +1,285 @@
+"""Per-unit features of the time-frequency units (channel c, frame m).
+
+``extract(responses, f0)`` returns X of shape (M, C, D), frames first.  The default layout has
+D = 195 dimensions: three blocks of 65 in the order ``delta = "none", "time", "freq"``, and
+inside each block the families in the order AMS (15), RASTA-PLP (13), MFCC (31), pitch (6).
+:class:`FeatureSpec` names every dimension as ``(family, index, delta)`` and selects subsets;
+only the families a spec needs are computed.  :class:`Normalizer` holds per-channel
+mean / std learned on training data.  Definitions: REFERENCE.md section 4 and the family
+modules (:mod:`.ams`, :mod:`.rasta_plp`, :mod:`.mfcc`, :mod:`.pitch_features`, :mod:`.deltas`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import SAMPLE_RATE
+from ..errors import InputError
+from ..framing import n_frames
+from . import ams as _ams
+from . import mfcc as _mfcc
+from . import pitch_features as _pitch
+from . import rasta_plp as _plp
+from ._common import check_responses, power_spectrum
+from .deltas import freq_delta, time_delta
+
+FAMILIES: dict[str, int] = {"ams": 15, "rasta_plp": 13, "mfcc": 31, "pitch": 6}
+DELTAS: tuple[str, ...] = ("none", "time", "freq")
+
+
+def _full_layout() -> list[tuple[str, int, str]]:
+    return [(fam, i, d) for d in DELTAS for fam, n in FAMILIES.items() for i in range(n)]
+
+
+_FULL = _full_layout()
+_FULL_INDEX = {dim: k for k, dim in enumerate(_FULL)}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """An ordered selection of feature dimensions.
+
+    Every dimension is a triple ``(family, index, delta)`` with family in
+    ``("ams", "rasta_plp", "mfcc", "pitch")``, ``index`` within the family and ``delta`` in
+    ``("none", "time", "freq")``.  The default is all 195 dimensions in the canonical order.
+
+    Examples
+    --------
+    >>> FeatureSpec().n_dims
+    195
+    >>> FeatureSpec.select(families=["mfcc"], deltas=["none"]).n_dims
+    31
+    """
+
+    dims: tuple[tuple[str, int, str], ...] = field(default_factory=lambda: tuple(_FULL))
+
+    def __post_init__(self):
+        dims = tuple((str(f), int(i), str(d)) for f, i, d in self.dims)
+        if not dims:
+            raise InputError("feature spec selects no dimensions")
+        for dim in dims:
+            if dim not in _FULL_INDEX:
+                raise InputError(f"unknown feature dimension {dim}; families {list(FAMILIES)}, deltas {list(DELTAS)}")
+        if len(set(dims)) != len(dims):
+            raise InputError("feature spec lists a dimension twice")
+        object.__setattr__(self, "dims", dims)
+
+    @classmethod
+    def select(cls, families=None, deltas=None, indices=None) -> "FeatureSpec":
+        """Subset of the canonical layout.
+
+        Parameters
+        ----------
+        families : iterable of str, optional (default all)
+        deltas : iterable of str, optional (default all)
+        indices : dict family -> iterable of int, optional (default all indices)
+        """
+        fams = set(FAMILIES) if families is None else set(families)
+        dels = set(DELTAS) if deltas is None else set(deltas)
+        bad = (fams - set(FAMILIES)) | (dels - set(DELTAS))
+        if bad:
+            raise InputError(f"unknown feature family or delta kind: {sorted(bad)}")
+        idx = {} if indices is None else {k: set(int(i) for i in v) for k, v in indices.items()}
+        dims = [d for d in _FULL if d[0] in fams and d[2] in dels and (d[0] not in idx or d[1] in idx[d[0]])]
+        return cls(tuple(dims))
+
+    @property
+    def n_dims(self) -> int:
+        return len(self.dims)
+
+    @property
+    def names(self) -> list[str]:
+        """Readable names, e.g. ``"mfcc[3]"``, ``"ams[0]/dt"``, ``"pitch[5]/dc"``."""
+        suffix = {"none": "", "time": "/dt", "freq": "/dc"}
+        return [f"{f}[{i}]{suffix[d]}" for f, i, d in self.dims]
+
+    @property
+    def families(self) -> list[str]:
+        """Families needed by this spec, canonical order."""
+        need = {f for f, _, _ in self.dims}
+        return [f for f in FAMILIES if f in need]
+
+    @property
+    def full_indices(self) -> np.ndarray:
+        """Positions of the selected dimensions in the canonical 195-dim layout."""
+        return np.array([_FULL_INDEX[d] for d in self.dims], dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return {"dims": [list(d) for d in self.dims]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        try:
+            return cls(tuple(tuple(x) for x in d["dims"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"malformed feature spec: {e}") from None
+
+
+def base_features(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
+                  families=None) -> dict[str, np.ndarray]:
+    """The undifferentiated families, each (C, M, n_family), for the families asked."""
+    r = check_responses(responses, sr)
+    fams = list(FAMILIES) if families is None else list(families)
+    m = n_frames(r.shape[1])
+    out: dict[str, np.ndarray] = {}
+    if "mfcc" in fams or "rasta_plp" in fams:
+        p = power_spectrum(r)
+        if "mfcc" in fams:
+            out["mfcc"] = _mfcc.from_power(p)
+        if "rasta_plp" in fams:
+            out["rasta_plp"] = _plp.from_power(p, sr)
+        del p
+    if "ams" in fams:
+        out["ams"] = _ams.from_envelope(_ams.envelope(r, sr), m, sr)
+    if "pitch" in fams:
+        if f0 is None:
+            raise InputError("pitch features need f0 (one value per frame, 0 = unvoiced)")
+        out["pitch"] = _pitch.pitch_features(r, f0, sr)
+    return out
+
+
+def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
+            spec: FeatureSpec | None = None, cfs: np.ndarray | None = None) -> np.ndarray:
+    """Feature vectors of all time-frequency units.
+
+    Parameters
+    ----------
+    responses : ndarray, shape (C, N)
+        Gammatone filterbank outputs (channels first) at 16 kHz.
+    f0 : ndarray, shape (M,) or None
+        Pitch in Hz per frame (0 = unvoiced), ``M = 1 + (N - 320) // 160``; may be None when
+        the spec has no pitch features.
+    sr : int
+        Sample rate, must be 16000.
+    spec : FeatureSpec, optional
+        Dimensions to return (default all 195).
+    cfs : ndarray, shape (C,), optional
+        Channel centre frequencies; accepted for API stability (no current family needs them,
+        all are computed from the responses alone).
+
+    Returns
+    -------
+    X : ndarray, shape (M, C, D), float64
+    """
+    spec = FeatureSpec() if spec is None else spec
+    if cfs is not None and np.asarray(cfs).shape != (np.asarray(responses).shape[0],):
+        raise InputError("cfs must have one centre frequency per channel of responses")
+    base = base_features(responses, f0, sr, spec.families)
+    c, m = next(iter(base.values())).shape[:2]
+    # base block in canonical order, frames first: (M, C, 65-ish)
+    fams = [f for f in FAMILIES if f in base]
+    offs = {}
+    o = 0
+    for f in fams:
+        offs[f] = o
+        o += FAMILIES[f]
+    b = np.empty((m, c, o))
+    for f in fams:
+        b[:, :, offs[f]: offs[f] + FAMILIES[f]] = base[f].transpose(1, 0, 2)
+    del base
+    kinds = {d for _, _, d in spec.dims}
+    if spec.dims == tuple(_FULL):
+        # write the three blocks straight into the output
+        x = np.empty((m, c, 3 * o))
+        x[:, :, :o] = b
+        time_delta(b, out=x[:, :, o: 2 * o])
+        freq_delta(b, out=x[:, :, 2 * o:])
+        return x
+    blocks = {"none": b}
+    if "time" in kinds:
+        blocks["time"] = time_delta(b)
+    if "freq" in kinds:
+        blocks["freq"] = freq_delta(b)
+    x = np.empty((m, c, spec.n_dims))
+    for k, (f, i, d) in enumerate(spec.dims):
+        x[:, :, k] = blocks[d][:, :, offs[f] + i]
+    return x
+
+
+class Normalizer:
+    """Per-channel zero-mean / unit-variance scaling of feature arrays (M, C, D).
+
+    Attributes
+    ----------
+    mean_ : ndarray, shape (C, D)
+    std_ : ndarray, shape (C, D); dimensions with (near-)zero spread get std 1.
+    n_ : int, frames seen.
+
+    ``fit`` may be called on one array or a list of arrays (e.g. one per utterance);
+    ``partial_fit`` accumulates statistics (Chan et al. pairwise update) for streaming.
+    """
+
+    def __init__(self, eps: float = 1e-10):
+        self.eps = float(eps)
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+        self.n_ = 0
+        self._m2: np.ndarray | None = None
+
+    def partial_fit(self, x: np.ndarray) -> "Normalizer":
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 3:
+            raise InputError(f"features must be (frames, channels, dims), got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("features contain NaN or infinite values")
+        nb = x.shape[0]
+        if nb == 0:
+            return self
+        mb = x.mean(axis=0)
+        m2b = ((x - mb) ** 2).sum(axis=0)
+        if self.mean_ is None or self.n_ == 0:
+            self.mean_, self._m2, self.n_ = mb, m2b, nb
+        else:
+            if self.mean_.shape != mb.shape:
+                raise InputError(f"features have shape {x.shape[1:]}, normaliser was fit on {self.mean_.shape}")
+            n = self.n_ + nb
+            d = mb - self.mean_
+            self.mean_ = self.mean_ + d * (nb / n)
+            self._m2 = self._m2 + m2b + d * d * (self.n_ * nb / n)
+            self.n_ = n
+        std = np.sqrt(self._m2 / self.n_)
+        self.std_ = np.where(std > self.eps * np.maximum(1.0, np.abs(self.mean_)), std, 1.0)
+        return self
+
+    def fit(self, x) -> "Normalizer":
+        """Fit on an (M, C, D) array or a list of them."""
+        self.mean_ = self.std_ = self._m2 = None
+        self.n_ = 0
+        for a in ([x] if isinstance(x, np.ndarray) else x):
+            self.partial_fit(a)
+        if self.mean_ is None:
+            raise InputError("no frames to fit the normaliser on")
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        if self.mean_ is None:
+            raise InputError("normaliser is not fitted")
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 3 or x.shape[1:] != self.mean_.shape:
+            raise InputError(f"features have shape {x.shape}, expected (frames, {self.mean_.shape[0]}, {self.mean_.shape[1]})")
+        return (x - self.mean_) / self.std_
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).transform(x)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """``{"mean": (C, D), "std": (C, D)}`` for storing in a model file."""
+        if self.mean_ is None:
+            raise InputError("normaliser is not fitted")
+        return {"mean": self.mean_.copy(), "std": self.std_.copy()}
+
+    @classmethod
+    def from_arrays(cls, mean: np.ndarray, std: np.ndarray) -> "Normalizer":
+        mean = np.asarray(mean, dtype=np.float64)
+        std = np.asarray(std, dtype=np.float64)
+        if mean.ndim != 2 or mean.shape != std.shape:
+            raise InputError(f"normaliser arrays must both be (C, D); got {mean.shape} and {std.shape}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise InputError("normaliser arrays must be finite with positive std")
+        n = cls()
+        n.mean_, n.std_ = mean, std
+        return n
+
+
+__all__ = ["extract", "base_features", "FeatureSpec", "Normalizer", "FAMILIES", "DELTAS"]

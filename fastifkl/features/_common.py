@@ -1,0 +1,105 @@
+"""Shared pieces of the per-unit feature families: validation, the framed power spectrum.
+
+MFCC and RASTA-PLP share one definition of the short-time power spectrum of a unit: the 320
+samples of frame ``m`` of channel ``c``, Hamming-windowed (symmetric, ``np.hamming``),
+zero-padded to 512 points, ``|rfft|**2`` (257 bins, no 1/N scaling).  It is computed once per
+call of :func:`fastifkl.features.extract` and handed to both families.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+from numba import njit
+
+from .. import FRAME_LEN, HOP, SAMPLE_RATE
+from ..errors import InputError
+from ..framing import check_length, frames
+
+N_FFT = 512
+N_BINS = N_FFT // 2 + 1
+ABS_FLOOR = 1e-12  # absolute floor of band energies before the log (about -120 dB re unit power)
+REL_FLOOR = 1e-10  # floor relative to the unit's largest band energy
+
+
+def check_responses(responses, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Validate filterbank responses; return a C-contiguous float64 (C, N) array."""
+    r = np.asarray(responses)
+    if r.ndim != 2:
+        raise InputError(f"responses must be a 2-D (channels, samples) array, got shape {r.shape}")
+    if r.shape[0] < 1:
+        raise InputError("responses have no channels")
+    if int(sr) != SAMPLE_RATE:
+        raise InputError(f"features are defined at {SAMPLE_RATE} Hz; got sr={sr} (resample first)")
+    check_length(r.shape[1], "responses")
+    r = np.ascontiguousarray(r, dtype=np.float64)
+    if not np.all(np.isfinite(r)):
+        raise InputError("responses contain NaN or infinite values")
+    return r
+
+
+@lru_cache(maxsize=4)
+def hamming(n: int = FRAME_LEN) -> np.ndarray:
+    w = np.hamming(n)
+    w.flags.writeable = False
+    return w
+
+
+@njit(cache=True)
+def _window_pad_kernel(r, win, hop, out):
+    """out[c, m, :L] = win * r[c, m*hop : m*hop+L]; out[c, m, L:] = 0.  out: (C, M, n_fft)."""
+    n_ch, n_fr, n_fft = out.shape
+    L = win.shape[0]
+    for c in range(n_ch):
+        for m in range(n_fr):
+            s0 = m * hop
+            for i in range(L):
+                out[c, m, i] = win[i] * r[c, s0 + i]
+            for i in range(L, n_fft):
+                out[c, m, i] = 0.0
+
+
+@njit(cache=True)
+def _abs2_kernel(spec, out):
+    """out = |spec|**2 elementwise (flat)."""
+    a = spec.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(a.size):
+        v = a[i]
+        o[i] = v.real * v.real + v.imag * v.imag
+
+
+def power_spectrum(responses: np.ndarray) -> np.ndarray:
+    """Power spectrum of every unit.
+
+    Parameters
+    ----------
+    responses : ndarray, shape (C, N), validated, C-contiguous float64
+
+    Returns
+    -------
+    P : ndarray, shape (C, M, 257)
+        ``|rfft(hamming(320) * frame, 512)|**2`` for every channel and frame.
+    """
+    c = responses.shape[0]
+    m = check_length(responses.shape[1])
+    buf = np.empty((c, m, N_FFT))
+    _window_pad_kernel(responses, np.asarray(hamming(FRAME_LEN)), HOP, buf)
+    spec = scipy.fft.rfft(buf, axis=-1, overwrite_x=True)
+    del buf
+    p = np.empty(spec.shape)
+    _abs2_kernel(spec, p)
+    return p
+
+
+def power_spectrum_numpy(responses: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`power_spectrum`."""
+    fr = frames(responses, FRAME_LEN, HOP)
+    return np.abs(np.fft.rfft(fr * hamming(FRAME_LEN), n=N_FFT, axis=-1)) ** 2
+
+
+def floored_log(e: np.ndarray) -> np.ndarray:
+    """``log(max(e, REL_FLOOR * max(e over the last axis), ABS_FLOOR))``, elementwise."""
+    floor = np.maximum(REL_FLOOR * e.max(axis=-1, keepdims=True), ABS_FLOOR)
+    return np.log(np.maximum(e, floor))

@@ -1,0 +1,222 @@
+"""Per-unit pitch-based features (6 dimensions; Hu & Wang 2004, Jin & Wang 2009).
+
+For a voiced frame m with pitch f0 (Hz) the lag is ``tau = round(16000 / f0)`` samples.
+For the channel response r_c and for its envelope (definitions below):
+
+- ``A(c, m, tau)``: normalised autocorrelation over the frame, Hu & Wang style (the window and
+  its copy ``tau`` samples earlier; samples before the signal start are 0)::
+
+      A = sum_n r[n] r[n - tau] / sqrt(sum_n r[n]^2 * sum_n r[n - tau]^2),
+      n = 160 m .. 160 m + 319;       A = 0 if the denominator is 0.
+
+- ``f(c, m)``: average instantaneous frequency over the frame in cycles/sample, from zero
+  crossings (Hu & Wang 2004): crossing times ``t_k`` are located by linear interpolation
+  between the samples of the frame whose signs differ (0 counts as positive);
+  ``f = (K - 1) / (2 (t_K - t_1))`` for K >= 2 crossings, else 0.
+
+- features ``[A, f tau - round(f tau), |f tau - round(f tau)|]`` with ``round(v) = floor(v + 0.5)``.
+
+Envelope (Hu & Wang 2004): the half-wave rectified response, band-passed 50-550 Hz by a
+2nd-order Butterworth band-pass (``scipy.signal.butter(2, (50, 550), "bandpass", output="sos")``)
+run forward and then backward in time (zero phase, zero initial states, no padding).  The
+same three quantities on it give ``A_E``, ``f_E tau - round(f_E tau)`` and its absolute value.
+Unvoiced frames (f0 <= 0): all six are 0.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import scipy.signal
+from numba import njit, prange
+
+from .. import FRAME_LEN, HOP, SAMPLE_RATE
+from ._common import check_responses
+from ..errors import InputError
+
+ENV_BAND = (50.0, 550.0)
+
+
+@lru_cache(maxsize=2)
+def envelope_sos(sr: int = SAMPLE_RATE) -> np.ndarray:
+    sos = scipy.signal.butter(2, ENV_BAND, btype="bandpass", fs=sr, output="sos")
+    sos.flags.writeable = False
+    return sos
+
+
+_BLOCK = 256
+
+
+@njit(cache=True)
+def _envelope_kernel(x, sos, out):
+    """Half-wave rectify x (C, N), then the SOS cascade forward and backward in time, into out.
+
+    Samples are processed in blocks of 256 through a (block, C) scratch so that the inner loop
+    runs over channels: the channels' recursions interleave (SIMD across channels).
+    """
+    n_ch, n = x.shape
+    ns = sos.shape[0]
+    z1 = np.zeros((ns, n_ch))
+    z2 = np.zeros((ns, n_ch))
+    buf = np.empty((_BLOCK, n_ch))
+    for direction in range(2):
+        z1[:] = 0.0
+        z2[:] = 0.0
+        for b0 in range(0, n, _BLOCK):
+            nb = min(_BLOCK, n - b0)
+            for c in range(n_ch):
+                for i in range(nb):
+                    if direction == 0:
+                        v = x[c, b0 + i]
+                        buf[i, c] = v if v > 0.0 else 0.0
+                    else:
+                        buf[i, c] = out[c, n - 1 - (b0 + i)]
+            for s in range(ns):
+                c0 = sos[s, 0]
+                c1 = sos[s, 1]
+                c2 = sos[s, 2]
+                d1 = sos[s, 4]
+                d2 = sos[s, 5]
+                for i in range(nb):
+                    for c in range(n_ch):
+                        v = buf[i, c]
+                        y = c0 * v + z1[s, c]
+                        z1[s, c] = c1 * v - d1 * y + z2[s, c]
+                        z2[s, c] = c2 * v - d2 * y
+                        buf[i, c] = y
+            for c in range(n_ch):
+                for i in range(nb):
+                    if direction == 0:
+                        out[c, b0 + i] = buf[i, c]
+                    else:
+                        out[c, n - 1 - (b0 + i)] = buf[i, c]
+
+
+def pitch_envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Half-wave rectified, 50-550 Hz zero-phase band-passed envelope of each channel, (C, N)."""
+    x = np.ascontiguousarray(responses, dtype=np.float64)
+    out = np.empty_like(x)
+    _envelope_kernel(x, np.array(envelope_sos(sr)), out)
+    return out
+
+
+def pitch_envelope_numpy(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """SciPy twin of :func:`pitch_envelope`."""
+    sos = np.array(envelope_sos(sr))
+    y = scipy.signal.sosfilt(sos, np.maximum(responses, 0.0), axis=-1)
+    return scipy.signal.sosfilt(sos, y[:, ::-1], axis=-1)[:, ::-1]
+
+
+def lags_from_f0(f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Integer pitch lags in samples (0 for unvoiced frames)."""
+    f0 = np.asarray(f0, dtype=np.float64)
+    tau = np.zeros(f0.shape, dtype=np.int64)
+    v = f0 > 0
+    tau[v] = np.floor(sr / f0[v] + 0.5).astype(np.int64)
+    return tau
+
+
+@njit(cache=True, parallel=True)
+def _acf_kernel(x, tau, frame_len, hop, out):
+    """Normalised autocorrelation of each channel of x (C, N) at lag tau[m] over frame m."""
+    n_ch, n = x.shape
+    n_fr = tau.shape[0]
+    for c in prange(n_ch):
+        for m in range(n_fr):
+            t = tau[m]
+            if t <= 0:
+                out[c, m] = 0.0
+                continue
+            s0 = m * hop
+            sxy = 0.0
+            sxx = 0.0
+            syy = 0.0
+            for i in range(frame_len):
+                a = x[c, s0 + i]
+                j = s0 + i - t
+                b = x[c, j] if j >= 0 else 0.0
+                sxy += a * b
+                sxx += a * a
+                syy += b * b
+            d = np.sqrt(sxx * syy)
+            out[c, m] = sxy / d if d > 0.0 else 0.0
+
+
+def acf_at_lag(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Normalised autocorrelation A(c, m, tau_m), shape (C, M)."""
+    out = np.empty((x.shape[0], tau.shape[0]))
+    _acf_kernel(np.ascontiguousarray(x), np.ascontiguousarray(tau, dtype=np.int64), FRAME_LEN, HOP, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _zc_freq_kernel(x, n_fr, frame_len, hop, out):
+    """Zero-crossing frequency (cycles/sample) of each channel of x (C, N) per frame."""
+    n_ch = x.shape[0]
+    for c in prange(n_ch):
+        for m in range(n_fr):
+            s0 = m * hop
+            k = 0
+            t_first = 0.0
+            t_last = 0.0
+            a = x[c, s0]
+            for i in range(1, frame_len):
+                b = x[c, s0 + i]
+                if (a < 0.0) != (b < 0.0):
+                    t = (i - 1) + a / (a - b)
+                    if k == 0:
+                        t_first = t
+                    t_last = t
+                    k += 1
+                a = b
+            if k >= 2 and t_last > t_first:
+                out[c, m] = (k - 1) / (2.0 * (t_last - t_first))
+            else:
+                out[c, m] = 0.0
+
+
+def zc_frequency(x: np.ndarray, n_frames: int) -> np.ndarray:
+    """Average frequency from zero crossings, cycles/sample, shape (C, n_frames)."""
+    out = np.empty((x.shape[0], n_frames))
+    _zc_freq_kernel(np.ascontiguousarray(x), n_frames, FRAME_LEN, HOP, out)
+    return out
+
+
+def _three(a: np.ndarray, f: np.ndarray, tau: np.ndarray) -> list[np.ndarray]:
+    ft = f * tau[None, :]
+    d = ft - np.floor(ft + 0.5)
+    return [a, d, np.abs(d)]
+
+
+def pitch_features(responses: np.ndarray, f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Per-unit pitch-based features.
+
+    Parameters
+    ----------
+    responses : ndarray, shape (C, N)
+    f0 : ndarray, shape (M,)
+        Pitch in Hz per frame, 0 for unvoiced.
+
+    Returns
+    -------
+    ndarray, shape (C, M, 6)
+    """
+    r = check_responses(responses, sr)
+    from ..framing import n_frames
+
+    m = n_frames(r.shape[1])
+    f0 = np.asarray(f0, dtype=np.float64)
+    if f0.shape != (m,):
+        raise InputError(f"f0 has shape {f0.shape}, expected ({m},) frames for {r.shape[1]} samples")
+    if not np.all(np.isfinite(f0)):
+        raise InputError("f0 contains NaN or infinite values")
+    tau = lags_from_f0(f0, sr)
+    out = np.zeros((r.shape[0], m, 6))
+    if not np.any(tau > 0):
+        return out
+    env = pitch_envelope(r, sr)
+    feats = _three(acf_at_lag(r, tau), zc_frequency(r, m), tau)
+    feats += _three(acf_at_lag(env, tau), zc_frequency(env, m), tau)
+    out[:] = np.stack(feats, axis=-1)
+    out[:, tau <= 0, :] = 0.0
+    return out
