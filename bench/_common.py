@@ -1,0 +1,36 @@
+"""Shared helpers of the benchmarks: best-of-n timing and JSON-line results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_of(fn, repeat: int = 5) -> float:
+    """Smallest wall time of ``repeat`` calls of ``fn()`` in seconds (after the caller warmed it)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def record(name: str, payload: dict) -> Path:
+    """Append one JSON line to bench/results/<name>.jsonl."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    row = {
+        "bench": name,
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+        **payload,
+    }
+    path = RESULTS / f"{name}.jsonl"
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return path

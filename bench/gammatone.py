@@ -1,0 +1,88 @@
+"""Gammatone filterbank: ours vs the `gammatone` package and vs scipy.signal.gammatone+lfilter.
+
+64 channels (ERB-spaced 80-5000 Hz), 10 s of 16 kHz noise, one process, best of several runs.
+Reports seconds of compute per second of audio, ratios, first-call (compile) time, with
+Numba on 1 thread ("one core") and on all cores.  Appends a JSON line to
+bench/results/gammatone.jsonl.
+
+    python bench/gammatone.py [--quick]
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+# this file is named like the peer package: keep bench/ off the import path, load helpers by path
+_here = __import__("os").path.dirname(__import__("os").path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if __import__("os").path.abspath(p or ".") != _here]
+_spec = __import__("importlib.util").util.spec_from_file_location("_bench_common", _here + "/_common.py")
+_common = __import__("importlib.util").util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+best_of, record = _common.best_of, _common.record
+
+
+def first_call_seconds() -> float:
+    """Import + first filterbank call in a fresh interpreter (Numba cache warm or cold)."""
+    code = ("import time,numpy as np;t=time.perf_counter();from fastifkl import gammatone as g;"
+            "g.filterbank(np.ones(16000));print(time.perf_counter()-t)")
+    return float(subprocess.check_output([sys.executable, "-c", code]).decode().strip())
+
+
+def main(quick: bool = False) -> dict:
+    import numba
+    from scipy.signal import gammatone as sp_gammatone, lfilter
+
+    from fastifkl.gammatone import erb_space, filterbank
+
+    secs = 2.0 if quick else 10.0
+    sr = 16000
+    x = np.random.default_rng(0).standard_normal(int(secs * sr))
+    cfs = erb_space(80, 5000, 64)
+    repeat = 3 if quick else 7
+
+    first = first_call_seconds()
+    filterbank(x[:1000], sr, cfs)
+    res = {}
+    n_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    res["ours_1core"] = best_of(lambda: filterbank(x, sr, cfs), repeat) / secs
+    numba.set_num_threads(n_threads)
+    res[f"ours_{n_threads}cores"] = best_of(lambda: filterbank(x, sr, cfs), repeat) / secs
+
+    coefs = [sp_gammatone(cf, "iir", fs=sr) for cf in cfs]
+
+    def scipy_bank():
+        out = np.empty((len(cfs), x.size))
+        for c, (b, a) in enumerate(coefs):
+            out[c] = lfilter(b, a, x)
+        return out
+
+    res["scipy_lfilter"] = best_of(scipy_bank, repeat) / secs
+    try:
+        from gammatone.filters import erb_filterbank, make_erb_filters
+
+        fcoefs = make_erb_filters(sr, cfs)
+        res["gammatone_pkg"] = best_of(lambda: erb_filterbank(x, fcoefs), max(2, repeat // 2)) / secs
+    except ImportError:
+        res["gammatone_pkg"] = None
+
+    print(f"64 channels, {secs:.0f} s of audio; seconds of compute per second of audio (best of {repeat}):")
+    for k, v in res.items():
+        print(f"  {k:16s} {v * 1e3:8.3f} ms" if v else f"  {k:16s} (not installed)")
+    ratios = {}
+    for peer in ("gammatone_pkg", "scipy_lfilter"):
+        if res.get(peer):
+            for mine in ("ours_1core", f"ours_{n_threads}cores"):
+                ratios[f"{peer}/{mine}"] = res[peer] / res[mine]
+                print(f"  ratio {peer} / {mine}: {ratios[f'{peer}/{mine}']:.1f}x")
+    print(f"  first call in a fresh process (import + compile or cache load): {first:.2f} s")
+    payload = {"seconds_audio": secs, "channels": 64, "s_per_s": res, "ratios": ratios, "first_call_s": first}
+    record("gammatone", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)

@@ -1,0 +1,48 @@
+"""IBM and HIT/FA scores against direct definitions."""
+import numpy as np
+import pytest
+
+from fastifkl import masks
+
+
+def test_ibm_threshold_definition():
+    rng = np.random.default_rng(0)
+    es = rng.random((5, 40)) ** 3
+    en = rng.random((5, 40)) ** 3
+    m = masks.ibm(es, en, lc_db=-10)
+    with np.errstate(divide="ignore"):
+        ref = (10 * np.log10(es / en) > -10).astype(np.uint8)
+    np.testing.assert_array_equal(m, ref)
+    assert masks.ibm(np.zeros((1, 2)), np.zeros((1, 2))).sum() == 0
+    assert masks.ibm(np.ones((1, 2)), np.zeros((1, 2))).sum() == 2
+
+
+def test_scores_by_counting():
+    ibm = np.array([[1, 1, 1, 0, 0, 0, 0, 0]])
+    est = np.array([[1, 0, 1, 1, 0, 0, 0, 0]])
+    s = masks.scores(est, ibm)
+    assert s["hit"] == pytest.approx(2 / 3)
+    assert s["fa"] == pytest.approx(1 / 5)
+    assert s["hit_fa"] == pytest.approx(2 / 3 - 1 / 5)
+    assert s["accuracy"] == pytest.approx(6 / 8)
+
+
+def test_scores_random_against_brute_force_and_pooling():
+    rng = np.random.default_rng(1)
+    parts = [(rng.random((64, 50)) > 0.5, rng.random((64, 50)) > 0.7) for _ in range(3)]
+    counts = [masks.confusion(e, i) for e, i in parts]
+    pooled = masks.pooled_scores(counts)
+    e = np.concatenate([p[0] for p in parts], 1)
+    i = np.concatenate([p[1] for p in parts], 1)
+    hit = sum(1 for a, b in zip(e.ravel(), i.ravel()) if a and b) / i.sum()
+    fa = sum(1 for a, b in zip(e.ravel(), i.ravel()) if a and not b) / (~i).sum()
+    assert pooled["hit"] == pytest.approx(hit) and pooled["fa"] == pytest.approx(fa)
+    assert pooled == masks.scores(e, i)
+
+
+def test_perfect_and_empty():
+    ibm = np.array([[1, 0], [0, 1]])
+    s = masks.scores(ibm, ibm)
+    assert s["hit"] == 1 and s["fa"] == 0 and s["accuracy"] == 1
+    s = masks.scores(np.zeros((2, 2)), np.zeros((2, 2)))
+    assert np.isnan(s["hit"]) and s["fa"] == 0
