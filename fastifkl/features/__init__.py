@@ -21,7 +21,7 @@ from . import ams as _ams
 from . import mfcc as _mfcc
 from . import pitch_features as _pitch
 from . import rasta_plp as _plp
-from ._common import check_responses, power_spectrum
+from ._common import band_energies, check_responses
 from .deltas import freq_delta, time_delta
 
 FAMILIES: dict[str, int] = {"ams": 15, "rasta_plp": 13, "mfcc": 31, "pitch": 6}
@@ -118,18 +118,21 @@ class FeatureSpec:
 
 def base_features(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
                   families=None) -> dict[str, np.ndarray]:
-    """The undifferentiated families, each (C, M, n_family), for the families asked."""
+    """The undifferentiated families, each (M, C, n_family), for the families asked."""
     r = check_responses(responses, sr)
     fams = list(FAMILIES) if families is None else list(families)
     m = n_frames(r.shape[1])
     out: dict[str, np.ndarray] = {}
-    if "mfcc" in fams or "rasta_plp" in fams:
-        p = power_spectrum(r)
-        if "mfcc" in fams:
-            out["mfcc"] = _mfcc.from_power(p)
-        if "rasta_plp" in fams:
-            out["rasta_plp"] = _plp.from_power(p, sr)
-        del p
+    need = [f for f in ("mfcc", "rasta_plp") if f in fams]
+    if need:
+        # one batched power spectrum per unit, shared by MFCC and RASTA-PLP
+        mats = {"mfcc": _mfcc.mel_filterbank(), "rasta_plp": _plp.bark_filterbank()}
+        energies = dict(zip(need, band_energies(r, [mats[f] for f in need])))
+        if "mfcc" in energies:
+            out["mfcc"] = _mfcc.from_energies(energies["mfcc"])
+        if "rasta_plp" in energies:
+            out["rasta_plp"] = _plp.from_energies(energies["rasta_plp"], sr)
+        del energies
     if "ams" in fams:
         out["ams"] = _ams.from_envelope(_ams.envelope(r, sr), m, sr)
     if "pitch" in fams:
@@ -166,7 +169,7 @@ def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
     if cfs is not None and np.asarray(cfs).shape != (np.asarray(responses).shape[0],):
         raise InputError("cfs must have one centre frequency per channel of responses")
     base = base_features(responses, f0, sr, spec.families)
-    c, m = next(iter(base.values())).shape[:2]
+    m, c = next(iter(base.values())).shape[:2]
     # base block in canonical order, frames first: (M, C, 65-ish)
     fams = [f for f in FAMILIES if f in base]
     offs = {}
@@ -174,15 +177,15 @@ def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
     for f in fams:
         offs[f] = o
         o += FAMILIES[f]
-    b = np.empty((m, c, o))
+    full = spec.dims == tuple(_FULL)
+    x = np.empty((m, c, 3 * o)) if full else None
+    b = x[:, :, :o] if full else np.empty((m, c, o))
     for f in fams:
-        b[:, :, offs[f]: offs[f] + FAMILIES[f]] = base[f].transpose(1, 0, 2)
+        b[:, :, offs[f]: offs[f] + FAMILIES[f]] = base[f]
     del base
     kinds = {d for _, _, d in spec.dims}
-    if spec.dims == tuple(_FULL):
-        # write the three blocks straight into the output
-        x = np.empty((m, c, 3 * o))
-        x[:, :, :o] = b
+    if full:
+        # the three blocks are written straight into the output
         time_delta(b, out=x[:, :, o: 2 * o])
         freq_delta(b, out=x[:, :, 2 * o:])
         return x

@@ -48,16 +48,16 @@ def hamming(n: int = FRAME_LEN) -> np.ndarray:
 
 @njit(cache=True)
 def _window_pad_kernel(r, win, hop, out):
-    """out[c, m, :L] = win * r[c, m*hop : m*hop+L]; out[c, m, L:] = 0.  out: (C, M, n_fft)."""
-    n_ch, n_fr, n_fft = out.shape
+    """out[m, c, :L] = win * r[c, m*hop : m*hop+L]; out[m, c, L:] = 0.  out: (M, C, n_fft)."""
+    n_fr, n_ch, n_fft = out.shape
     L = win.shape[0]
     for c in range(n_ch):
         for m in range(n_fr):
             s0 = m * hop
             for i in range(L):
-                out[c, m, i] = win[i] * r[c, s0 + i]
+                out[m, c, i] = win[i] * r[c, s0 + i]
             for i in range(L, n_fft):
-                out[c, m, i] = 0.0
+                out[m, c, i] = 0.0
 
 
 @njit(cache=True)
@@ -79,12 +79,12 @@ def power_spectrum(responses: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    P : ndarray, shape (C, M, 257)
-        ``|rfft(hamming(320) * frame, 512)|**2`` for every channel and frame.
+    P : ndarray, shape (M, C, 257), frames first
+        ``|rfft(hamming(320) * frame, 512)|**2`` for every frame and channel.
     """
     c = responses.shape[0]
     m = check_length(responses.shape[1])
-    buf = np.empty((c, m, N_FFT))
+    buf = np.empty((m, c, N_FFT))
     _window_pad_kernel(responses, np.asarray(hamming(FRAME_LEN)), HOP, buf)
     spec = scipy.fft.rfft(buf, axis=-1, overwrite_x=True)
     del buf
@@ -93,9 +93,50 @@ def power_spectrum(responses: np.ndarray) -> np.ndarray:
     return p
 
 
+CHUNK = 16  # frames per batch: the (CHUNK, C, 512) FFT buffers stay in cache
+
+
+def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndarray]:
+    """Filterbank energies ``P @ W.T`` of every unit for several filterbanks at once.
+
+    The power spectra are made and consumed in batches of :data:`CHUNK` frames, so the big
+    (M, C, 512) spectrum array is never formed.
+
+    Parameters
+    ----------
+    responses : ndarray, shape (C, N), validated
+    mats : list of ndarray, each (F_i, 257)
+
+    Returns
+    -------
+    list of ndarray, each (M, C, F_i), frames first
+    """
+    c = responses.shape[0]
+    m = check_length(responses.shape[1])
+    wt = np.ascontiguousarray(np.concatenate([np.asarray(w) for w in mats], axis=0).T)  # (257, F)
+    n_f = wt.shape[1]
+    out = np.empty((m * c, n_f))
+    buf = np.empty((CHUNK, c, N_FFT))
+    p = np.empty((CHUNK, c, N_BINS))
+    win = np.asarray(hamming(FRAME_LEN))
+    for m0 in range(0, m, CHUNK):
+        n = min(CHUNK, m - m0)
+        _window_pad_kernel(responses[:, m0 * HOP:], win, HOP, buf[:n])
+        spec = scipy.fft.rfft(buf[:n], axis=-1)
+        _abs2_kernel(spec, p[:n])
+        np.matmul(p[:n].reshape(-1, N_BINS), wt, out=out[m0 * c:(m0 + n) * c])
+    res = []
+    o = 0
+    for w in mats:
+        k = np.asarray(w).shape[0]
+        res.append(out[:, o:o + k].reshape(m, c, k))
+        o += k
+    return res
+
+
 def power_spectrum_numpy(responses: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`power_spectrum`."""
-    fr = frames(responses, FRAME_LEN, HOP)
+    """NumPy twin of :func:`power_spectrum`, (M, C, 257)."""
+    fr = frames(responses, FRAME_LEN, HOP).transpose(1, 0, 2)
     return np.abs(np.fft.rfft(fr * hamming(FRAME_LEN), n=N_FFT, axis=-1)) ** 2
 
 

@@ -80,8 +80,8 @@ def envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 @njit(cache=True)
 def _detrend_window_kernel(e, win, hop, out):
-    """out[c, m, :L] = win * (frame - mean(frame)), zero-padded; frame = e[c, m*hop : m*hop+L]."""
-    n_ch, n_fr, n_fft = out.shape
+    """out[m, c, :L] = win * (frame - mean(frame)), zero-padded; frame = e[c, m*hop : m*hop+L]."""
+    n_fr, n_ch, n_fft = out.shape
     L = win.shape[0]
     for c in range(n_ch):
         for m in range(n_fr):
@@ -91,9 +91,9 @@ def _detrend_window_kernel(e, win, hop, out):
                 mu += e[c, s0 + i]
             mu /= L
             for i in range(L):
-                out[c, m, i] = win[i] * (e[c, s0 + i] - mu)
+                out[m, c, i] = win[i] * (e[c, s0 + i] - mu)
             for i in range(L, n_fft):
-                out[c, m, i] = 0.0
+                out[m, c, i] = 0.0
 
 
 @njit(cache=True)
@@ -110,19 +110,25 @@ def from_envelope(e: np.ndarray, n_frames: int, sr: int = SAMPLE_RATE) -> np.nda
 
     Returns
     -------
-    ndarray, shape (C, n_frames, 15)
+    ndarray, shape (n_frames, C, 15), frames first
     """
     c = e.shape[0]
     if e.shape[1] < (n_frames - 1) * ENV_HOP + ENV_FRAME:
         raise ValueError("envelope too short for the frame count")
-    buf = np.empty((c, n_frames, N_FFT_AMS))
-    _detrend_window_kernel(np.ascontiguousarray(e), np.array(hann_periodic(ENV_FRAME)), ENV_HOP, buf)
-    spec = scipy.fft.rfft(buf, axis=-1, overwrite_x=True)
-    del buf
-    mag = np.empty(spec.shape)
-    _abs_kernel(spec, mag)
-    nb = mag.shape[-1]
-    return (mag.reshape(-1, nb) @ modulation_filterbank(sr).T).reshape(c, n_frames, N_BANDS)
+    e = np.ascontiguousarray(e)
+    win = np.array(hann_periodic(ENV_FRAME))
+    wt = np.ascontiguousarray(modulation_filterbank(sr).T)  # (129, 15)
+    out = np.empty((n_frames * c, N_BANDS))
+    chunk = 32  # frames per batch: the FFT buffers stay in cache
+    buf = np.empty((chunk, c, N_FFT_AMS))
+    mag = np.empty((chunk, c, N_FFT_AMS // 2 + 1))
+    for m0 in range(0, n_frames, chunk):
+        n = min(chunk, n_frames - m0)
+        _detrend_window_kernel(e[:, m0 * ENV_HOP:], win, ENV_HOP, buf[:n])
+        spec = scipy.fft.rfft(buf[:n], axis=-1)
+        _abs_kernel(spec, mag[:n])
+        np.matmul(mag[:n].reshape(-1, mag.shape[-1]), wt, out=out[m0 * c:(m0 + n) * c])
+    return out.reshape(n_frames, c, N_BANDS)
 
 
 def ams(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -134,7 +140,7 @@ def ams(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (C, M, 15)
+    ndarray, shape (M, C, 15), frames first
     """
     r = check_responses(responses, sr)
     from ..framing import n_frames

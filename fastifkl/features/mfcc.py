@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import SAMPLE_RATE
-from ._common import N_FFT, check_responses, floored_log, power_spectrum
+from ._common import N_FFT, band_energies, check_responses, floored_log
 
 N_FILTERS = 64
 N_CEPS = 31
@@ -78,7 +78,14 @@ def from_power(p: np.ndarray, melmat: np.ndarray | None = None, n_ceps: int = N_
     w = mel_filterbank() if melmat is None else np.asarray(melmat, dtype=np.float64)
     lead = p.shape[:-1]
     e = p.reshape(-1, p.shape[-1]) @ w.T
-    return (floored_log(e) @ dct_matrix(w.shape[0], n_ceps)).reshape(*lead, n_ceps)
+    return from_energies(e, n_ceps).reshape(*lead, n_ceps)
+
+
+def from_energies(e: np.ndarray, n_ceps: int = N_CEPS) -> np.ndarray:
+    """MFCC from mel band energies e (..., F): floored log, orthonormal DCT-II, (..., n_ceps)."""
+    lead = e.shape[:-1]
+    e2 = e.reshape(-1, e.shape[-1])
+    return (floored_log(e2) @ dct_matrix(e2.shape[1], n_ceps)).reshape(*lead, n_ceps)
 
 
 def mfcc(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -91,7 +98,8 @@ def mfcc(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (C, M, 31)
+    ndarray, shape (M, C, 31), frames first
     """
     r = check_responses(responses, sr)
-    return from_power(power_spectrum(r))
+    (e,) = band_energies(r, [mel_filterbank()])
+    return from_energies(e)

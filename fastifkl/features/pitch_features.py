@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.signal
-from numba import njit, prange
+from numba import njit
 
 from .. import FRAME_LEN, HOP, SAMPLE_RATE
 from ._common import check_responses
@@ -44,59 +44,57 @@ def envelope_sos(sr: int = SAMPLE_RATE) -> np.ndarray:
     return sos
 
 
-_BLOCK = 256
+@njit(cache=True)
+def _transpose_kernel(x, out, halfwave):
+    """Tiled transpose ``out = x.T`` (optionally half-wave rectified on the way)."""
+    n_a, n_b = x.shape
+    tile = 16
+    for a0 in range(0, n_a, tile):
+        for b0 in range(0, n_b, tile):
+            for a in range(a0, min(a0 + tile, n_a)):
+                for b in range(b0, min(b0 + tile, n_b)):
+                    v = x[a, b]
+                    if halfwave and v < 0.0:
+                        v = 0.0
+                    out[b, a] = v
 
 
 @njit(cache=True)
-def _envelope_kernel(x, sos, out):
-    """Half-wave rectify x (C, N), then the SOS cascade forward and backward in time, into out.
+def _sos_forward_backward_kernel(y, sos):
+    """Run the SOS cascade forward, then backward in time, in place on y (N, C).
 
-    Samples are processed in blocks of 256 through a (block, C) scratch so that the inner loop
-    runs over channels: the channels' recursions interleave (SIMD across channels).
+    Time is the outer loop and channels the inner, contiguous one, so the channels'
+    recursions interleave (SIMD across channels).  Zero initial states, no padding.
     """
-    n_ch, n = x.shape
+    n, n_ch = y.shape
     ns = sos.shape[0]
-    z1 = np.zeros((ns, n_ch))
-    z2 = np.zeros((ns, n_ch))
-    buf = np.empty((_BLOCK, n_ch))
     for direction in range(2):
-        z1[:] = 0.0
-        z2[:] = 0.0
-        for b0 in range(0, n, _BLOCK):
-            nb = min(_BLOCK, n - b0)
-            for c in range(n_ch):
-                for i in range(nb):
-                    if direction == 0:
-                        v = x[c, b0 + i]
-                        buf[i, c] = v if v > 0.0 else 0.0
-                    else:
-                        buf[i, c] = out[c, n - 1 - (b0 + i)]
-            for s in range(ns):
-                c0 = sos[s, 0]
-                c1 = sos[s, 1]
-                c2 = sos[s, 2]
-                d1 = sos[s, 4]
-                d2 = sos[s, 5]
-                for i in range(nb):
-                    for c in range(n_ch):
-                        v = buf[i, c]
-                        y = c0 * v + z1[s, c]
-                        z1[s, c] = c1 * v - d1 * y + z2[s, c]
-                        z2[s, c] = c2 * v - d2 * y
-                        buf[i, c] = y
-            for c in range(n_ch):
-                for i in range(nb):
-                    if direction == 0:
-                        out[c, b0 + i] = buf[i, c]
-                    else:
-                        out[c, n - 1 - (b0 + i)] = buf[i, c]
+        for s in range(ns):
+            c0 = sos[s, 0]
+            c1 = sos[s, 1]
+            c2 = sos[s, 2]
+            d1 = sos[s, 4]
+            d2 = sos[s, 5]
+            za = np.zeros(n_ch)
+            zb = np.zeros(n_ch)
+            for k in range(n):
+                i = k if direction == 0 else n - 1 - k
+                for c in range(n_ch):
+                    v = y[i, c]
+                    o = c0 * v + za[c]
+                    za[c] = c1 * v - d1 * o + zb[c]
+                    zb[c] = c2 * v - d2 * o
+                    y[i, c] = o
 
 
 def pitch_envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Half-wave rectified, 50-550 Hz zero-phase band-passed envelope of each channel, (C, N)."""
     x = np.ascontiguousarray(responses, dtype=np.float64)
+    y = np.empty((x.shape[1], x.shape[0]))
+    _transpose_kernel(x, y, True)
+    _sos_forward_backward_kernel(y, np.array(envelope_sos(sr)))
     out = np.empty_like(x)
-    _envelope_kernel(x, np.array(envelope_sos(sr)), out)
+    _transpose_kernel(y, out, False)
     return out
 
 
@@ -116,12 +114,12 @@ def lags_from_f0(f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return tau
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _acf_kernel(x, tau, frame_len, hop, out):
     """Normalised autocorrelation of each channel of x (C, N) at lag tau[m] over frame m."""
     n_ch, n = x.shape
     n_fr = tau.shape[0]
-    for c in prange(n_ch):
+    for c in range(n_ch):
         for m in range(n_fr):
             t = tau[m]
             if t <= 0:
@@ -149,30 +147,51 @@ def acf_at_lag(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _zc_freq_kernel(x, n_fr, frame_len, hop, out):
-    """Zero-crossing frequency (cycles/sample) of each channel of x (C, N) per frame."""
-    n_ch = x.shape[0]
-    for c in prange(n_ch):
+    """Zero-crossing frequency (cycles/sample) of each channel of x (C, N) per frame.
+
+    One pass per channel marks the crossings at each sample boundary k (between k-1 and k)
+    with their interpolated times; every frame then needs O(1) work (count by prefix sums,
+    first / last crossing by next / previous-crossing indices), since frames overlap.
+    """
+    n_ch, n = x.shape
+    cnt = np.zeros(n + 1, dtype=np.int64)  # crossings at boundaries < k
+    tpos = np.zeros(n)
+    nxt = np.empty(n + 1, dtype=np.int64)
+    prv = np.empty(n + 1, dtype=np.int64)
+    for c in range(n_ch):
+        last = -1
+        cnt[0] = 0
+        cnt[1] = 0
+        prv[0] = -1
+        for k in range(1, n):
+            a = x[c, k - 1]
+            b = x[c, k]
+            hit = (a < 0.0) != (b < 0.0)
+            if hit:
+                tpos[k] = (k - 1) + a / (a - b)
+                last = k
+            prv[k] = last
+            cnt[k + 1] = cnt[k] + (1 if hit else 0)
+        nx = n
+        nxt[n] = n
+        for k in range(n - 1, 0, -1):
+            if prv[k] == k:
+                nx = k
+            nxt[k] = nx
         for m in range(n_fr):
             s0 = m * hop
-            k = 0
-            t_first = 0.0
-            t_last = 0.0
-            a = x[c, s0]
-            for i in range(1, frame_len):
-                b = x[c, s0 + i]
-                if (a < 0.0) != (b < 0.0):
-                    t = (i - 1) + a / (a - b)
-                    if k == 0:
-                        t_first = t
-                    t_last = t
-                    k += 1
-                a = b
-            if k >= 2 and t_last > t_first:
-                out[c, m] = (k - 1) / (2.0 * (t_last - t_first))
-            else:
-                out[c, m] = 0.0
+            k_lo = s0 + 1
+            k_hi = s0 + frame_len - 1  # boundaries k_lo .. k_hi lie inside the frame
+            cross = cnt[k_hi + 1] - cnt[k_lo]
+            if cross >= 2:
+                t_first = tpos[nxt[k_lo]]
+                t_last = tpos[prv[k_hi]]
+                if t_last > t_first:
+                    out[c, m] = (cross - 1) / (2.0 * (t_last - t_first))
+                    continue
+            out[c, m] = 0.0
 
 
 def zc_frequency(x: np.ndarray, n_frames: int) -> np.ndarray:
@@ -199,7 +218,7 @@ def pitch_features(responses: np.ndarray, f0: np.ndarray, sr: int = SAMPLE_RATE)
 
     Returns
     -------
-    ndarray, shape (C, M, 6)
+    ndarray, shape (M, C, 6), frames first
     """
     r = check_responses(responses, sr)
     from ..framing import n_frames
@@ -211,12 +230,13 @@ def pitch_features(responses: np.ndarray, f0: np.ndarray, sr: int = SAMPLE_RATE)
     if not np.all(np.isfinite(f0)):
         raise InputError("f0 contains NaN or infinite values")
     tau = lags_from_f0(f0, sr)
-    out = np.zeros((r.shape[0], m, 6))
+    out = np.zeros((m, r.shape[0], 6))
     if not np.any(tau > 0):
         return out
     env = pitch_envelope(r, sr)
     feats = _three(acf_at_lag(r, tau), zc_frequency(r, m), tau)
     feats += _three(acf_at_lag(env, tau), zc_frequency(env, m), tau)
-    out[:] = np.stack(feats, axis=-1)
-    out[:, tau <= 0, :] = 0.0
+    for k, f in enumerate(feats):
+        out[:, :, k] = f.T
+    out[tau <= 0] = 0.0
     return out

@@ -25,10 +25,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import SAMPLE_RATE
-from ._common import N_FFT, check_responses, floored_log, power_spectrum
+from ._common import N_FFT, band_energies, check_responses, floored_log
 
 ORDER = 12
 N_CEPS = 13
@@ -86,33 +86,35 @@ def _acf_matrix(n_bands: int, order: int = ORDER) -> np.ndarray:
 # Numba kernels and their NumPy twins
 
 
-@njit(cache=True, parallel=False)
+@njit(cache=True)
 def _rasta_kernel(x, out):
-    """Causal RASTA filter along axis 1 of x (C, M, B), zero output for a constant past."""
-    n_ch, n_fr, n_b = x.shape
-    for c in range(n_ch):
-        for b in range(n_b):
-            x0 = x[c, 0, b]
-            x1 = 0.0
-            x2 = 0.0
-            x3 = 0.0
-            x4 = 0.0
-            y = 0.0
-            for m in range(n_fr):
-                xn = x[c, m, b] - x0
-                y = 0.2 * xn + 0.1 * x1 - 0.1 * x3 - 0.2 * x4 + 0.94 * y
-                out[c, m, b] = y
-                x4 = x3
-                x3 = x2
-                x2 = x1
-                x1 = xn
+    """Causal RASTA filter along axis 0 of x (M, K), zero output for a constant past.
+
+    Frames are the outer loop and the K = C * B columns the inner, contiguous one.
+    """
+    n_fr, n_k = x.shape
+    x1 = np.zeros(n_k)
+    x2 = np.zeros(n_k)
+    x3 = np.zeros(n_k)
+    x4 = np.zeros(n_k)
+    y = np.zeros(n_k)
+    for m in range(n_fr):
+        for k in range(n_k):
+            xn = x[m, k] - x[0, k]
+            yn = 0.2 * xn + 0.1 * x1[k] - 0.1 * x3[k] - 0.2 * x4[k] + 0.94 * y[k]
+            out[m, k] = yn
+            y[k] = yn
+            x4[k] = x3[k]
+            x3[k] = x2[k]
+            x2[k] = x1[k]
+            x1[k] = xn
 
 
 def rasta_filter(x: np.ndarray) -> np.ndarray:
-    """RASTA-filter log band energies ``x`` (C, M, B) along frames (axis 1)."""
+    """RASTA-filter log band energies ``x`` (M, ...) along frames (axis 0)."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty_like(x)
-    _rasta_kernel(x, out)
+    _rasta_kernel(x.reshape(x.shape[0], -1), out.reshape(x.shape[0], -1))
     return out
 
 
@@ -120,10 +122,10 @@ def rasta_filter_numpy(x: np.ndarray) -> np.ndarray:
     """NumPy/SciPy twin of :func:`rasta_filter`."""
     from scipy.signal import lfilter
 
-    return lfilter(RASTA_B, RASTA_A, x - x[:, :1, :], axis=1)
+    return lfilter(RASTA_B, RASTA_A, x - x[:1], axis=0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _lpc_cep_kernel(r, out):
     """Levinson-Durbin (order p = r.shape[1]-1) and LPC cepstrum for every row of r (U, p+1).
 
@@ -131,7 +133,7 @@ def _lpc_cep_kernel(r, out):
     """
     n_u, p1 = r.shape
     p = p1 - 1
-    for u in prange(n_u):
+    for u in range(n_u):
         a = np.zeros(p1)
         tmp = np.zeros(p1)
         a[0] = 1.0
@@ -190,16 +192,21 @@ def from_power(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Parameters
     ----------
-    p : ndarray, shape (C, M, 257)
+    p : ndarray, shape (M, C, 257), frames first
 
     Returns
     -------
-    ndarray, shape (C, M, 13)
+    ndarray, shape (M, C, 13)
     """
-    c, m, nb = p.shape
+    m, c, nb = p.shape
     w = bark_filterbank(2 * (nb - 1), sr)
-    n_b = w.shape[0]
-    e = (p.reshape(-1, nb) @ w.T).reshape(c, m, n_b)
+    e = (p.reshape(-1, nb) @ w.T).reshape(m, c, w.shape[0])
+    return from_energies(e, sr)
+
+
+def from_energies(e: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """RASTA-PLP cepstra from critical-band energies e (M, C, B), frames first; (M, C, 13)."""
+    m, c, n_b = e.shape
     y = rasta_filter(floored_log(e))
     s = np.exp(y)
     s *= equal_loudness(n_b, sr)
@@ -207,7 +214,7 @@ def from_power(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     s[..., 0] = s[..., 1]
     s[..., -1] = s[..., -2]
     r = s.reshape(-1, n_b) @ _acf_matrix(n_b)
-    return lpc_cepstrum(r).reshape(c, m, N_CEPS)
+    return lpc_cepstrum(r).reshape(m, c, N_CEPS)
 
 
 def rasta_plp(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -219,7 +226,8 @@ def rasta_plp(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (C, M, 13)
+    ndarray, shape (M, C, 13), frames first
     """
     r = check_responses(responses, sr)
-    return from_power(power_spectrum(r), sr)
+    (e,) = band_energies(r, [bark_filterbank(N_FFT, sr)])
+    return from_energies(e, sr)
