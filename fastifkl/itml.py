@@ -222,107 +222,67 @@ def _alpha(p, xi, lam, delta, gamma_proj):
     return min(lam, delta * gamma_proj * (1.0 / p - 1.0 / xi))
 
 
-LANES = 8  # padding of the low-rank arrays; the kernels work on blocks of 8 rows
-
-
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _axpy8(y, c, Z, row0):  # pragma: no cover
-    """y += sum_{q<8} c[q] Z[row0 + q]  (one pass over y; unit stride, vectorises)."""
-    c0 = c[0]; c1 = c[1]; c2 = c[2]; c3 = c[3]; c4 = c[4]; c5 = c[5]; c6 = c[6]; c7 = c[7]  # noqa: E702
-    z0 = Z[row0]; z1 = Z[row0 + 1]; z2 = Z[row0 + 2]; z3 = Z[row0 + 3]  # noqa: E702
-    z4 = Z[row0 + 4]; z5 = Z[row0 + 5]; z6 = Z[row0 + 6]; z7 = Z[row0 + 7]  # noqa: E702
-    for a in range(y.shape[0]):
-        y[a] = (((((((y[a] + c0 * z0[a]) + c1 * z1[a]) + c2 * z2[a]) + c3 * z3[a]) + c4 * z4[a])
-                 + c5 * z5[a]) + c6 * z6[a]) + c7 * z7[a]
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _symv8(W, g, y, c):  # pragma: no cover
-    """y = W g for a symmetric W (rows == columns), as AXPYs over 8 rows of W at a time."""
-    rp = W.shape[0]
-    for a in range(rp):
+def _matvec(W, g, y):  # pragma: no cover
+    """y = W g for a symmetric W, as AXPYs over rows of W (row k == column k): unit stride, no reduction."""
+    r = W.shape[0]
+    for a in range(r):
         y[a] = 0.0
-    for k0 in range(0, rp, LANES):
-        for q in range(LANES):
-            c[q] = g[k0 + q]
-        _axpy8(y, c, W, k0)
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _dot(x, y):  # pragma: no cover
-    s = 0.0
-    for a in range(x.shape[0]):
-        s += x[a] * y[a]
-    return s
+    for k in range(r):
+        gk = g[k]
+        for a in range(r):
+            y[a] += gk * W[k, a]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _lowrank_kernel(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj, Z, ZT, sgn, g, y, c):  # pragma: no cover
-    """One sweep of low-rank ITML over all constraints, in place on W.
+def _lowrank_kernel(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj, g, y, yn):  # pragma: no cover
+    """One sweep of low-rank ITML over all constraints, in place on W (r x r, symmetric, full).
 
-    G (n, rp) and W (rp, rp) are zero-padded to rp = a multiple of 8 (the padding stays 0).
-    Rank-1 updates are delayed: W_t = W + sum_q sgn_q z_q z_q^T over the block's stored rows
-    z = sqrt|beta| W_t g (Z (8, rp) and its transpose ZT (rp, 8)), so each projection only *reads*
-    W (the mat-vec W g as 8-row AXPYs), adds the block's terms in O(8 r), and W is rewritten once
-    per 8 updates.  Returns the number of projections with alpha != 0.
+    The rank-1 update W += beta y y^T is fused with the mat-vec W g' of the *next* constraint, so
+    an active projection streams W once (2 r^2 multiply-adds) and an inactive one (alpha == 0) costs
+    one mat-vec.  All inner loops are unit-stride AXPYs over rows of W, which vectorise without
+    reassociating sums (``contract`` only lets LLVM fuse a*b+c into an FMA).
+    Returns the number of projections with alpha != 0.
     """
     m = ci.shape[0]
-    rp = W.shape[0]
-    k = 0
+    r = W.shape[0]
+    for a in range(r):
+        g[a] = G[ci[0], a] - G[cj[0], a]
+    _matvec(W, g, y)
     n_upd = 0
     for t in range(m):
-        i = ci[t]
-        j = cj[t]
-        for a in range(rp):
-            g[a] = G[i, a] - G[j, a]
-        _symv8(W, g, y, c)
-        if k > 0:
-            for q in range(LANES):
-                c[q] = 0.0
-            for a in range(rp):
-                ga = g[a]
-                for q in range(LANES):
-                    c[q] += ga * ZT[a, q]
-            for q in range(LANES):
-                c[q] *= sgn[q]
-            _axpy8(y, c, Z, 0)
-        p = _dot(g, y)
+        p = 0.0
+        for a in range(r):
+            p += g[a] * y[a]
         dl = delta[t]
         alpha = _alpha(p, xi[t], lam[t], dl, gamma_proj)
+        nxt = t + 1 < m
+        if nxt:
+            i2 = ci[t + 1]
+            j2 = cj[t + 1]
+            for a in range(r):
+                g[a] = G[i2, a] - G[j2, a]
         if alpha == 0.0:
+            if nxt:
+                _matvec(W, g, y)
             continue
         n_upd += 1
         lam[t] -= alpha
         beta = dl * alpha / (1.0 - dl * alpha * p)
         xi[t] = 1.0 / (1.0 / xi[t] + dl * alpha / gamma)
-        s = np.sqrt(abs(beta))
-        sgn[k] = 1.0 if beta > 0.0 else -1.0
-        for a in range(rp):
-            za = s * y[a]
-            Z[k, a] = za
-            ZT[a, k] = za
-        k += 1
-        if k == LANES:
-            _lowrank_flush(W, Z, ZT, sgn, c)
-            k = 0
-    if k > 0:
-        _lowrank_flush(W, Z, ZT, sgn, c)
+        # W += beta y y^T, and yn = W_new g_next in the same pass over W
+        for a in range(r):
+            yn[a] = 0.0
+        for k in range(r):
+            byk = beta * y[k]
+            gk = g[k]
+            for a in range(r):
+                wka = W[k, a] + byk * y[a]
+                W[k, a] = wka
+                yn[a] += gk * wka
+        for a in range(r):
+            y[a] = yn[a]
     return n_upd
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _lowrank_flush(W, Z, ZT, sgn, c):  # pragma: no cover
-    """W += sum_q sgn_q z_q z_q^T (one 8-row pass over W; exactly symmetric), then clear the block."""
-    rp = W.shape[0]
-    for row in range(rp):
-        for q in range(LANES):
-            c[q] = sgn[q] * ZT[row, q]
-        _axpy8(W[row], c, Z, 0)
-    for q in range(LANES):
-        sgn[q] = 0.0
-        for a in range(rp):
-            Z[q, a] = 0.0
-            ZT[a, q] = 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -639,16 +599,11 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
         if len(bad):
             raise InputError(f"points {ci[bad[0]]} and {cj[bad[0]]} coincide in the rank-{rank} factor "
                              "(zero distance); increase rank")
-        rp = -(-rank // LANES) * LANES
-        Gp = np.zeros((n, rp))
-        Gp[:, :rank] = G
-        W = np.zeros((rp, rp))
-        W[:rank, :rank] = np.eye(rank)
-        bufs = (np.zeros((LANES, rp)), np.zeros((rp, LANES)), np.zeros(LANES), np.zeros(rp), np.zeros(rp),
-                np.zeros(LANES))
+        W = np.eye(rank)
+        bufs = (np.empty(rank), np.empty(rank), np.empty(rank))
 
         def sweep():
-            return _lowrank_kernel(Gp, W, ci, cj, delta, xi, lam, gamma, gamma_proj, *bufs)
+            return _lowrank_kernel(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj, *bufs)
     else:
         K = K0.copy()
         MT = np.zeros((n, n)) if track_S else np.zeros((1, 1))
@@ -696,7 +651,7 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
     common = dict(mode=mode, lambdas=lam[inv], slack=xi[inv], n_sweeps=it + 1, converged=converged,
                   conv=conv, n_updates=n_updates, sweep_times=times if time_sweeps else [])
     if mode == "lowrank":
-        W = W[:rank, :rank].copy()
+        W = 0.5 * (W + W.T)
         Kl = K0 + G @ (W - np.eye(rank)) @ G.T
         Kl = 0.5 * (Kl + Kl.T)
         return ITMLResult(K=Kl, G=G, W=W, projection=P, rank=rank, truncation_error=trunc, **common)
