@@ -149,7 +149,14 @@ def save(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE, subtype:
     if fmt != "WAV" and subtype == "FLOAT":
         subtype = "PCM_24" if fmt == "FLAC" else "VORBIS"
     with atomic_path(p) as tmp:
-        sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
+        if fmt == "WAV" and subtype == "FLOAT":
+            # libsndfile adds a PEAK chunk with a timestamp to float WAVs, which would make
+            # identical runs write different bytes; scipy writes a plain IEEE-float WAV.
+            from scipy.io import wavfile
+
+            wavfile.write(str(tmp), sr, x.astype(np.float32))
+        else:
+            sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
     return p
 
 

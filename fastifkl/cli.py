@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from . import __version__
@@ -90,6 +91,272 @@ def mix(
         ms.write_wavs()
     if not quiet:
         typer.echo(f"{len(ms)} mixtures ({len(speech)} utterances x {len(nz)} noises) -> {out / 'manifest.jsonl'}")
+
+
+def _progress(enabled: bool):
+    """A rich progress bar on a terminal (stderr), nothing in pipes or with --quiet."""
+    import contextlib
+
+    if not enabled or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+
+class _Bars:
+    """Callback adapter: progress(stage, done, total) -> one rich task per stage."""
+
+    def __init__(self, prog):
+        self.prog = prog
+        self.tasks = {}
+
+    def count(self, stage):
+        """Increment and return a per-stage counter (for callbacks that only say 'one more')."""
+        self.counts = getattr(self, "counts", {})
+        self.counts[stage] = self.counts.get(stage, 0) + 1
+        return self.counts[stage]
+
+    def __call__(self, stage, done, total):
+        if self.prog is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.prog.add_task(stage, total=total)
+        self.prog.update(self.tasks[stage], completed=done)
+
+
+@app.command()
+@handles_errors
+def train(
+    set_dir: Path = typer.Argument(..., help="Mixture set (from 'fastifkl mix'); its 'kernel' split learns the kernel, the rest train the SVMs."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model file to write (.fkl)."),
+    kernel: str = typer.Option("learned", "--kernel", help="learned (KL-SVM) or gaussian (G-SVM)."),
+    pitch: str = typer.Option("estimated", "--pitch", help="Pitch of the training features: 'true' (premixed speech) or 'estimated' (mixture)."),
+    seed: int = typer.Option(0, "--seed"),
+    C: float = typer.Option(1.0, "--C", help="SVM penalty."),
+    gamma: float = typer.Option(1.0, "--gamma", help="ITML slack trade-off."),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help="Gaussian width (default: median heuristic x --sigma-scale)."),
+    sigma_scale: float = typer.Option(1.0, "--sigma-scale"),
+    per_domain: int = typer.Option(100, "--per-domain", help="Units per noise condition and channel for the constraints."),
+    max_train: int = typer.Option(1500, "--max-train", help="SVM training units per channel (class-balanced)."),
+    itml_mode: str = typer.Option("lowrank", "--itml-mode", help="lowrank or exact."),
+    rank: Optional[int] = typer.Option(64, "--rank", help="Rank of the low-rank ITML."),
+    max_sweeps: int = typer.Option(20, "--max-sweeps"),
+    channels: int = typer.Option(64, "--channels", help="Gammatone channels (80-5000 Hz)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Use only these splits of the set (comma-separated)."),
+    tune: bool = typer.Option(False, "--tune", help="Choose sigma scale, C and gamma on the set's 'tune' split first."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (-1: one per core)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Train a separator (kernel learning + one SVM per channel) and write a model file."""
+    import time
+
+    from .corpus import MixtureSet
+    from .separator import Separator
+
+    from .parallel import executor
+    from .separator import cfs_for, prepare
+
+    ms = MixtureSet.load(set_dir)
+    splits = _split_list(split)
+    if tune and "tune" not in ms.splits:
+        fail(f"{set_dir}: --tune needs mixtures with split 'tune' in the set")
+    train_set = ms.select(splits=splits) if splits else ms.select(splits=[s for s in ms.splits if s != "tune"] or None)
+    if len(train_set) == 0:
+        fail(f"{set_dir}: no mixtures left for training")
+    sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
+                    max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
+                    n_channels=channels)
+    sep._check_params()
+    t0 = time.perf_counter()
+    with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:
+        bars = _Bars(prog)
+        data = prepare(train_set, None, pitch=pitch, lc_db=sep.lc_db, cfs=cfs_for(sep.n_channels, sep.fmin, sep.fmax),
+                       units_per_mixture=sep.units_per_mixture,
+                       seed=seed, executor=ex, progress=lambda: bars("features", bars.count("features"), len(train_set)))
+        if tune:
+            from .tuning import tune_on_data
+
+            best = tune_on_data(sep, data, ms.select(splits=["tune"]), executor=ex, progress=bars,
+                                log=None if quiet else typer.echo)
+            sep.set_params(**best)
+        sep.fit_data(data, executor=ex, progress=bars)
+    sep.save(out)
+    if not quiet:
+        s = sep.size_summary()
+        typer.echo(f"{kernel} model: {len(train_set)} mixtures, {s['points_total']} stored points, "
+                   f"{time.perf_counter() - t0:.0f} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    import glob
+
+    from .audio import AUDIO_SUFFIXES
+    from .errors import InputError
+
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise InputError(f"{p}: directory holds no audio files")
+            files += found
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+            if not found:
+                raise InputError(f"{item}: no file matches this pattern")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    return files
+
+
+def _separate_job(job: tuple) -> tuple:
+    """One file: load, separate, save atomically.  Returns (input, output or None, error or None)."""
+    from .audio import atomic_path, load, save
+    from .errors import FastifklError
+    from .evaluate import cached_model
+    from .separator import DEFAULT_MODEL
+
+    model_path, src, out_dir, write_mask, downmix = job
+    try:
+        sep = cached_model(model_path or DEFAULT_MODEL)
+        x = load(src, downmix=downmix)
+        y, mask = sep.separate(x, return_mask=True)
+        target = Path(out_dir) / f"{Path(src).stem}.sep.wav"
+        save(target, y)
+        if write_mask:
+            import numpy as np
+
+            with atomic_path(Path(out_dir) / f"{Path(src).stem}.mask.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, mask)
+        return str(src), str(target), None
+    except FastifklError as exc:
+        return str(src), None, str(exc)
+
+
+@app.command()
+@handles_errors
+def separate(
+    inputs: List[str] = typer.Argument(..., help="Audio files, directories or glob patterns."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="Model file (default: the model shipped with fastifkl)."),
+    out: Path = typer.Option(Path("."), "-o", "--out", help="Output directory for <name>.sep.wav."),
+    mask: bool = typer.Option(False, "--mask", help="Also write <name>.mask.npy (channels x frames)."),
+    downmix: bool = typer.Option(False, "--downmix", help="Average the channels of multi-channel files."),
+    workers: int = typer.Option(1, "--workers", "-j"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Separate speech from noise in each input; one bad file is reported and skipped (exit 1)."""
+    from .evaluate import cached_model
+    from .parallel import executor
+    from .separator import DEFAULT_MODEL, load_default
+
+    if model is None:
+        load_default()  # a clear error if the default model is missing
+    model_path = str((model or DEFAULT_MODEL).resolve()) if (model or DEFAULT_MODEL).exists() else str(model)
+    cached_model(model_path)  # validate the model once, before any work (exit 2 on a bad model)
+    files = _expand_inputs(inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    jobs = ((model_path, str(f), str(out), mask, downmix) for f in files)
+    with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:
+        task = prog.add_task("separate", total=len(files)) if prog is not None else None
+        for src, target, err in ex.imap(_separate_job, jobs):
+            if err:
+                failed += 1
+                typer.echo(f"fastifkl: skipped: {err}", err=True)
+            elif not quiet and prog is None:
+                typer.echo(target)
+            if prog is not None:
+                prog.advance(task)
+    if failed:
+        typer.echo(f"fastifkl: {failed} of {len(files)} files failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def evaluate(
+    model: Path = typer.Argument(..., help="Model file."),
+    set_dir: Path = typer.Argument(..., help="Mixture set to score on."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other model(s) scored on the same units."),
+    pitch: str = typer.Option("estimated", "--pitch", help="'estimated' (tracked on the mixture) or 'true' (premixed speech)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only these splits (comma-separated)."),
+    noises: Optional[str] = typer.Option(None, "--noises", help="Only these noise labels (comma-separated)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the scores as JSON."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Directory for the mask figure (IBM and each model's mask)."),
+    workers: int = typer.Option(1, "--workers", "-j"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """HIT, FA, HIT-FA and accuracy per noise and overall (Markdown table, JSON with --report)."""
+    from .corpus import MixtureSet
+    from .evaluate import _report_json, evaluate as run_eval, markdown_table, write_report
+
+    if pitch not in ("true", "estimated"):
+        fail(f"--pitch must be 'true' or 'estimated', got {pitch!r}")
+    ms = MixtureSet.load(set_dir).select(splits=_split_list(split), domains=_split_list(noises))
+    if len(ms) == 0:
+        fail(f"{set_dir}: no mixtures match the selection")
+    paths = [str(model)] + [str(p) for p in (compare or [])]
+    example_id = ms.entries[0].id if plot else None
+    with _progress(not quiet) as prog:
+        bars = _Bars(prog)
+        rep = run_eval(paths, ms, pitch=pitch, workers=workers, scheduler=scheduler, keep_masks_of=example_id,
+                       progress=lambda d, t: bars("evaluate", d, t))
+    write_report(rep, report, markdown)
+    if as_json:
+        typer.echo(json.dumps(_report_json({k: v for k, v in rep.items() if k != "example"}), indent=1, sort_keys=True))
+    else:
+        typer.echo(markdown_table(rep))
+    if plot and rep["example"] is not None:
+        from .evaluate import cached_model
+        from .plots import save_masks_png
+
+        ex = rep["example"]
+        panels = {"Ideal binary mask": ex["ibm"]}
+        for p, m in zip(paths, ex["models"]):
+            kind = cached_model(p).kernel
+            panels[f"{'KL-SVM' if kind == 'learned' else 'G-SVM'} ({Path(p).stem})"] = m
+        target = save_masks_png(Path(plot) / f"masks_{ex['id']}.png", panels, title=ex["id"])
+        if not quiet:
+            typer.echo(f"figure: {target}")
+
+
+@app.command()
+@handles_errors
+def info(model: Path = typer.Argument(..., help="Model file.")):
+    """Describe a model file: version, kernel, parameters, training data, size."""
+    from .separator import Separator
+
+    sep = Separator.load(model)
+    meta = sep.meta_
+    tr = meta.get("training", {})
+    chans = meta.get("channels", [])
+    typer.echo(f"{model}: fastifkl model format {meta['format_version']}, written by fastifkl {meta.get('package_version')}")
+    typer.echo(f"kernel: {sep.kernel} ({'KL-SVM' if sep.kernel == 'learned' else 'G-SVM'}), pitch: {sep.pitch}, "
+               f"channels: {len(sep.cfs_)} ({sep.cfs_[0]:.0f}-{sep.cfs_[-1]:.0f} Hz), features: {sep.mean_.shape[1]}")
+    typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in sep.get_params().items()))
+    typer.echo(f"training: {tr.get('mixtures', '?')} mixtures ({tr.get('kernel_mixtures', '?')} kernel learning, "
+               f"{tr.get('svm_mixtures', '?')} SVM), noises {', '.join(tr.get('domains', []))}, digest {str(tr.get('digest', ''))[:16]}")
+    if chans:
+        nsv = [c.get("n_sv", 0) for c in chans]
+        typer.echo(f"support vectors per channel: min {min(nsv)}, mean {np.mean(nsv):.0f}, max {max(nsv)}")
+        fb = [i for i, c in enumerate(chans) if "fallback" in c]
+        if fb:
+            typer.echo(f"channels that fell back to the Gaussian kernel: {fb}")
+    s = sep.size_summary()
+    typer.echo(f"stored points: {s['points_total']}; file size {model.stat().st_size / 1e6:.1f} MB")
 
 
 @app.command("cochleagram")

@@ -40,7 +40,7 @@ class Item:
 
 
 def _find_manifest(directory: Path) -> Path | None:
-    for d in (directory, directory.parent):
+    for d in [directory, *list(directory.parents)[:2]]:
         m = d / MANIFEST_TSV
         if m.is_file():
             return m
@@ -54,7 +54,7 @@ def _audio_files(directory: Path) -> list[Path]:
 def scan(directory: str | os.PathLike, kind: str) -> list[Item]:
     """Audio items of ``kind`` ("speech" or "noise") under ``directory``, sorted by path.
 
-    Uses the ``MANIFEST.tsv`` of the directory or its parent when there is one (only rows of
+    Uses the ``MANIFEST.tsv`` of the directory or an ancestor (up to two levels) when there is one (only rows of
     that kind lying under ``directory``), else every audio file (label = file stem, split "").
     """
     d = Path(directory).resolve()

@@ -1,0 +1,133 @@
+"""Scoring models on a mixture set: HIT, FA, HIT-FA and accuracy per noise and overall."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import SAMPLE_RATE
+from .audio import atomic_path
+from .masks import confusion, pooled_scores
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, mtime: float):
+    from .separator import Separator
+
+    return Separator.load(path)
+
+
+def cached_model(path: str | os.PathLike):
+    """Load a model once per process (worker processes re-use it across jobs)."""
+    p = Path(path)
+    return _load_model(str(p), p.stat().st_mtime)
+
+
+def _eval_job(job: dict) -> dict:
+    """Masks of every model on one mixture, with the IBM and the confusion counts."""
+    from .corpus import Entry, MixtureSet
+    from .separator import ideal_mask, track_pitch, unit_features
+
+    entry = Entry(**job["entry"])
+    mx = MixtureSet(job["set_dir"], [entry]).mixture(entry)
+    models = [cached_model(p) for p in job["models"]]
+    cfs = models[0].cfs_
+    f0 = track_pitch(mx.speech if job["pitch"] == "true" else mx.mixture)
+    X = unit_features(mx.mixture, cfs, f0)
+    ibm = ideal_mask(mx.speech, mx.noise, cfs, models[0].lc_db)
+    out = {"id": entry.id, "domain": entry.domain, "counts": [], "masks": None}
+    masks = []
+    for m in models:
+        mask = (m.decision_from_features(X) > 0).astype(np.uint8)
+        out["counts"].append(confusion(mask, ibm))
+        masks.append(mask)
+    if job.get("keep_masks"):
+        out["masks"] = {"ibm": ibm, "models": masks, "mixture": mx.mixture, "speech": mx.speech}
+    return out
+
+
+def evaluate(model_paths: list[str], mixset, *, pitch: str = "estimated", workers: int = 1, scheduler=None,
+             keep_masks_of: str | None = None, progress=None) -> dict:
+    """Score one or more models on every mixture of ``mixset``.
+
+    Returns
+    -------
+    dict: ``{"models": [...], "results": [{"overall": scores, "per_noise": {label: scores}}, ...],
+    "example": masks of one mixture (when ``keep_masks_of`` names its id)}``.
+    """
+    from .parallel import executor
+
+    for p in model_paths:
+        cached_model(p)  # validate in this process first: one clear error before any work
+    cfs0 = cached_model(model_paths[0]).cfs_
+    for p in model_paths[1:]:
+        if not np.array_equal(cached_model(p).cfs_, cfs0):
+            from .errors import InputError
+
+            raise InputError(f"{p}: models to compare must share the filterbank")
+    jobs = [{"set_dir": str(mixset.directory), "entry": e.__dict__, "models": [str(Path(p).resolve()) for p in model_paths],
+             "pitch": pitch, "keep_masks": e.id == keep_masks_of} for e in mixset.entries]
+    per = [dict() for _ in model_paths]
+    allc = [[] for _ in model_paths]
+    example = None
+    with executor(workers=workers, scheduler=scheduler) as ex:
+        for k, res in enumerate(ex.imap(_eval_job, jobs)):
+            for i, cnt in enumerate(res["counts"]):
+                per[i].setdefault(res["domain"], []).append(cnt)
+                allc[i].append(cnt)
+            if res["masks"] is not None:
+                example = {"id": res["id"], **res["masks"]}
+            if progress:
+                progress(k + 1, len(jobs))
+    results = []
+    for i in range(len(model_paths)):
+        results.append({"overall": pooled_scores(allc[i]),
+                        "per_noise": {d: pooled_scores(c) for d, c in per[i].items()},
+                        "mean_over_noises": _mean_over_noises({d: pooled_scores(c) for d, c in per[i].items()})})
+    return {"models": [str(p) for p in model_paths], "pitch": pitch, "results": results, "example": example,
+            "n_mixtures": len(jobs), "sample_rate": SAMPLE_RATE}
+
+
+def _mean_over_noises(per_noise: dict) -> dict:
+    keys = ("hit", "fa", "hit_fa", "accuracy")
+    return {k: float(np.mean([v[k] for v in per_noise.values()])) for k in keys}
+
+
+def markdown_table(report: dict, names: list[str] | None = None) -> str:
+    """Per-noise table of HIT, FA, HIT-FA and accuracy for every model."""
+    names = names or [Path(m).stem for m in report["models"]]
+    noises = list(report["results"][0]["per_noise"])
+    head = "| noise | " + " | ".join(f"{n} HIT | {n} FA | {n} HIT-FA | {n} acc" for n in names) + " |"
+    sep = "|---|" + "---:|" * (4 * len(names))
+    rows = [head, sep]
+
+    def cells(s):
+        return f"{s['hit']:.3f} | {s['fa']:.3f} | {s['hit_fa']:.3f} | {s['accuracy']:.3f}"
+
+    for nz in noises:
+        rows.append(f"| {nz} | " + " | ".join(cells(r["per_noise"][nz]) for r in report["results"]) + " |")
+    rows.append("| **mean over noises** | " + " | ".join(cells(r["mean_over_noises"]) for r in report["results"]) + " |")
+    rows.append("| pooled units | " + " | ".join(cells(r["overall"]) for r in report["results"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(report: dict, json_path: str | os.PathLike | None, md_path: str | os.PathLike | None) -> None:
+    slim = {k: v for k, v in report.items() if k != "example"}
+    if json_path:
+        with atomic_path(json_path) as tmp:
+            Path(tmp).write_text(json.dumps(_report_json(slim), indent=1, sort_keys=True))
+    if md_path:
+        with atomic_path(md_path) as tmp:
+            Path(tmp).write_text(markdown_table(report))
+
+
+def _report_json(rep: dict) -> dict:
+    """DESIGN section 4 shape for a single model; a list under 'models' for several."""
+    if len(rep["results"]) == 1:
+        r = rep["results"][0]
+        return {"model": rep["models"][0], "pitch": rep["pitch"], "overall": r["overall"],
+                "mean_over_noises": r["mean_over_noises"], "per_noise": r["per_noise"], "n_mixtures": rep["n_mixtures"]}
+    return rep
