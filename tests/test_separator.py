@@ -1,0 +1,204 @@
+"""The Separator end to end on a small synthetic corpus: training, folding of the learned
+kernel into the SVM, model files, determinism (serial, processes, Dask), CLI workflow."""
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from fastifkl.cli import app
+from fastifkl.corpus import MixtureSet, scan, select_noises
+from fastifkl.errors import InputError, ModelError
+from fastifkl.parallel import executor
+from fastifkl.separator import Separator, prepare
+
+from synth import make_corpus
+
+runner = CliRunner()
+SMALL = dict(n_channels=8, per_domain=15, max_train=120, units_per_mixture=15, rank=16, max_sweeps=5)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = make_corpus(tmp_path_factory.mktemp("corpus"))
+    sp = scan(root / "speech", "speech")
+    nz = select_noises(scan(root / "noise", "noise"), ["white", "low", "hum"])
+    train = MixtureSet.create([s for s in sp if s.split != "test"], nz, root / "train_set", seed=0)
+    test_nz = select_noises(scan(root / "noise", "noise"), ["high", "beeps"])
+    test = MixtureSet.create([s for s in sp if s.split == "test"], test_nz, root / "test_set", seed=1)
+    return root, train, test
+
+
+@pytest.fixture(scope="module")
+def data(corpus):
+    _, train, _ = corpus
+    from fastifkl.separator import cfs_for
+
+    return prepare(train, None, cfs=cfs_for(8), units_per_mixture=15, seed=0)
+
+
+def test_prepare_uses_kernel_split_and_balances(data):
+    assert data.info == {"mixtures": 15, "kernel_mixtures": 6, "svm_mixtures": 9}
+    assert data.domains == ["hum", "low", "white"]
+    for cu in data.svm_units:
+        assert cu.X.shape[1] == 195 and cu.X.shape[0] == cu.y.size
+        assert np.all(np.isfinite(cu.X))
+    assert data.mean.shape == (8, 195) and np.all(data.std > 0)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "learned"])
+def test_folded_decision_equals_svm_on_its_kernel(data, kernel):
+    sep = Separator(kernel=kernel, **SMALL).fit_data(data, check=True)
+    for info in sep.channel_info_:
+        assert info["fold_check_max_abs_err"] < 1e-8
+        if kernel == "learned":
+            assert "fallback" not in info and info["n_landmarks"] > 0
+
+
+def test_learned_kernel_exact_and_lowrank_modes_both_train(data):
+    for mode in ("exact", "lowrank"):
+        sep = Separator(kernel="learned", itml_mode=mode, **{**SMALL, "n_channels": 8}).fit_data(data, check=True)
+        assert max(i["fold_check_max_abs_err"] for i in sep.channel_info_) < 1e-8
+
+
+def test_params_conventions():
+    s = Separator(C=2.0)
+    assert s.get_params()["C"] == 2.0
+    s.set_params(gamma=0.5)
+    assert s.gamma == 0.5
+    with pytest.raises(InputError, match="no parameter"):
+        s.set_params(bogus=1)
+    with pytest.raises(InputError, match="kernel must be"):
+        Separator(kernel="poly")._check_params()
+
+
+def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
+    _, _, test = corpus
+    sep = Separator(kernel="learned", **SMALL).fit_data(data)
+    path = sep.save(tmp_path / "m.fkl")
+    back = Separator.load(path)
+    assert back.get_params() == sep.get_params()
+    mx = test.mixture(test.entries[0])
+    d1 = sep.decision_function(mx.mixture)
+    d2 = back.decision_function(mx.mixture)
+    # float16 storage of the points moves decisions only slightly
+    assert np.mean((d1 > 0) == (d2 > 0)) > 0.99
+    assert np.max(np.abs(d1 - d2)) < 0.05 * (np.max(np.abs(d1)) + 1e-12) + 1e-3
+    y, mask = back.separate(mx.mixture, return_mask=True)
+    assert y.shape == mx.mixture.shape and mask.shape == d2.shape and set(np.unique(mask)) <= {0, 1}
+
+
+def test_model_files_are_deterministic_serial_processes_dask(data, tmp_path):
+    a = Separator(kernel="learned", **SMALL).fit_data(data).save(tmp_path / "a.fkl").read_bytes()
+    b = Separator(kernel="learned", **SMALL).fit_data(data).save(tmp_path / "b.fkl").read_bytes()
+    assert a == b
+    with executor(workers=2) as ex:
+        c = Separator(kernel="learned", **SMALL).fit_data(data, executor=ex).save(tmp_path / "c.fkl").read_bytes()
+    assert a == c
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl) as client, executor(scheduler=client) as ex:
+        d = Separator(kernel="learned", **SMALL).fit_data(data, executor=ex).save(tmp_path / "d.fkl").read_bytes()
+    assert a == d
+
+
+def _rewrite_meta(src, dst, **changes):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            buf = zin.read(item.filename)
+            if item.filename == "meta.json":
+                meta = json.loads(buf)
+                meta.update(changes)
+                buf = json.dumps(meta).encode()
+            zout.writestr(item, buf)
+
+
+def test_bad_model_files(data, tmp_path):
+    good = Separator(kernel="gaussian", **SMALL).fit_data(data).save(tmp_path / "good.fkl")
+    raw = good.read_bytes()
+    (tmp_path / "trunc.fkl").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "junk.fkl").write_bytes(b"\x00garbage" * 100)
+    with zipfile.ZipFile(tmp_path / "foreign.fkl", "w") as z:
+        z.writestr("hello.txt", "not a model")
+    _rewrite_meta(good, tmp_path / "future.fkl", format_version=99)
+    _rewrite_meta(good, tmp_path / "other.fkl", format="something-else")
+    cases = {"trunc.fkl": "corrupt or truncated", "junk.fkl": "corrupt or truncated", "foreign.fkl": "no meta.json",
+             "future.fkl": "newer than", "other.fkl": "not a fastifkl model", "missing.fkl": "not found"}
+    for name, msg in cases.items():
+        with pytest.raises(ModelError, match=msg) as ei:
+            Separator.load(tmp_path / name)
+        assert "\n" not in str(ei.value) and name in str(ei.value)
+    # an array of the wrong shape
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(tmp_path / "shape.fkl", "w") as zout:
+        for item in zin.infolist():
+            buf = zin.read(item.filename)
+            if item.filename == "bias.npy":
+                b = io.BytesIO()
+                np.save(b, np.zeros(3))
+                buf = b.getvalue()
+            zout.writestr(item, buf)
+    with pytest.raises(ModelError, match="'bias' has shape"):
+        Separator.load(tmp_path / "shape.fkl")
+
+
+def test_cli_train_separate_evaluate_info(corpus, tmp_path):
+    root, train, test = corpus
+    model = tmp_path / "kl.fkl"
+    r = runner.invoke(app, ["train", str(train.directory), "-o", str(model), "--channels", "8", "--per-domain", "15",
+                            "--max-train", "120", "--rank", "16", "--max-sweeps", "5", "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["info", str(model)])
+    assert r.exit_code == 0 and "KL-SVM" in r.output and "channels: 8" in r.output
+    # separate: a file, a directory and a glob, with one bad file skipped -> exit 1
+    ind = tmp_path / "in"
+    ind.mkdir()
+    for i, e in enumerate(test.entries):
+        sf.write(ind / f"mix{i}.wav", test.mixture(e).mixture, 16000, subtype="FLOAT")
+    (ind / "broken.wav").write_text("no audio here")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["separate", str(ind), "-m", str(model), "-o", str(out), "--mask", "-q"])
+    assert r.exit_code == 1
+    assert "broken.wav" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["mix0.mask.npy", "mix0.sep.wav", "mix1.mask.npy", "mix1.sep.wav"]
+    y, sr = sf.read(out / "mix0.sep.wav")
+    assert sr == 16000 and y.size == test.mixture(test.entries[0]).mixture.size
+    r = runner.invoke(app, ["separate", str(ind / "mix*.wav"), "-m", str(model), "-o", str(tmp_path / "o2"), "-q"])
+    assert r.exit_code == 0, r.output
+    # same model, same input -> identical bytes
+    assert (tmp_path / "o2" / "mix0.sep.wav").read_bytes() == (out / "mix0.sep.wav").read_bytes()
+    rep = tmp_path / "rep.json"
+    r = runner.invoke(app, ["evaluate", str(model), str(test.directory), "--report", str(rep), "--plot", str(tmp_path / "fig"), "-q"])
+    assert r.exit_code == 0, r.output
+    j = json.loads(rep.read_text())
+    assert set(j["per_noise"]) == {"high", "beeps"}
+    for s in j["per_noise"].values():
+        assert 0 <= s["hit"] <= 1 and 0 <= s["fa"] <= 1 and s["hit_fa"] == pytest.approx(s["hit"] - s["fa"])
+    assert list((tmp_path / "fig").glob("masks_*.png"))
+
+
+def test_cli_input_errors_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.fkl").write_bytes(b"PK\x03\x04 truncated")
+    cases = [
+        (["separate", str(tmp_path / "nope.wav"), "-m", str(tmp_path / "bad.fkl")], "bad.fkl"),
+        (["info", str(tmp_path / "missing.fkl")], "not found"),
+        (["train", str(tmp_path / "empty"), "-o", str(tmp_path / "m.fkl")], "not a mixture set"),
+        (["evaluate", str(tmp_path / "bad.fkl"), str(tmp_path / "empty")], "not a mixture set"),
+    ]
+    for args, msg in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert msg in r.output
+    assert not (tmp_path / "m.fkl").exists()
+
+
+def test_separate_with_missing_input_and_empty_dir(corpus, data, tmp_path):
+    model = Separator(kernel="gaussian", **SMALL).fit_data(data).save(tmp_path / "g.fkl")
+    (tmp_path / "nothing").mkdir()
+    r = runner.invoke(app, ["separate", str(tmp_path / "nothing"), "-m", str(model), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "holds no audio" in r.output
+    r = runner.invoke(app, ["separate", str(tmp_path / "gone.wav"), "-m", str(model), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no such file" in r.output
