@@ -224,14 +224,59 @@ def _alpha(p, xi, lam, delta, gamma_proj):
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _matvec(W, g, y):  # pragma: no cover
-    """y = W g for a symmetric W, as AXPYs over rows of W (row k == column k): unit stride, no reduction."""
+    """y = W g for a symmetric W, as AXPYs over rows of W (row k == column k): unit stride, no
+    reduction, and eight rows per pass over y so y is loaded/stored once per 8 rows."""
     r = W.shape[0]
     for a in range(r):
         y[a] = 0.0
-    for k in range(r):
+    k = 0
+    while k + 8 <= r:
+        g0 = g[k]; g1 = g[k + 1]; g2 = g[k + 2]; g3 = g[k + 3]  # noqa: E702
+        g4 = g[k + 4]; g5 = g[k + 5]; g6 = g[k + 6]; g7 = g[k + 7]  # noqa: E702
+        w0 = W[k]; w1 = W[k + 1]; w2 = W[k + 2]; w3 = W[k + 3]  # noqa: E702
+        w4 = W[k + 4]; w5 = W[k + 5]; w6 = W[k + 6]; w7 = W[k + 7]  # noqa: E702
+        for a in range(r):
+            y[a] = ((((((((y[a] + g0 * w0[a]) + g1 * w1[a]) + g2 * w2[a]) + g3 * w3[a]) + g4 * w4[a])
+                      + g5 * w5[a]) + g6 * w6[a]) + g7 * w7[a])
+        k += 8
+    while k < r:
         gk = g[k]
         for a in range(r):
             y[a] += gk * W[k, a]
+        k += 1
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _update_matvec(W, beta, y, g, yn):  # pragma: no cover
+    """W += beta y y^T and yn = W_new g in one pass over W, four rows per pass over yn."""
+    r = W.shape[0]
+    for a in range(r):
+        yn[a] = 0.0
+    k = 0
+    while k + 4 <= r:
+        b0 = beta * y[k]; b1 = beta * y[k + 1]; b2 = beta * y[k + 2]; b3 = beta * y[k + 3]  # noqa: E702
+        g0 = g[k]; g1 = g[k + 1]; g2 = g[k + 2]; g3 = g[k + 3]  # noqa: E702
+        w0 = W[k]; w1 = W[k + 1]; w2 = W[k + 2]; w3 = W[k + 3]  # noqa: E702
+        for a in range(r):
+            ya = y[a]
+            v0 = w0[a] + b0 * ya
+            v1 = w1[a] + b1 * ya
+            v2 = w2[a] + b2 * ya
+            v3 = w3[a] + b3 * ya
+            w0[a] = v0
+            w1[a] = v1
+            w2[a] = v2
+            w3[a] = v3
+            yn[a] = (((yn[a] + g0 * v0) + g1 * v1) + g2 * v2) + g3 * v3
+        k += 4
+    while k < r:
+        bk = beta * y[k]
+        gk = g[k]
+        for a in range(r):
+            v = W[k, a] + bk * y[a]
+            W[k, a] = v
+            yn[a] += gk * v
+        k += 1
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -271,15 +316,7 @@ def _lowrank_kernel(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj, g, y, yn): 
         beta = dl * alpha / (1.0 - dl * alpha * p)
         xi[t] = 1.0 / (1.0 / xi[t] + dl * alpha / gamma)
         # W += beta y y^T, and yn = W_new g_next in the same pass over W
-        for a in range(r):
-            yn[a] = 0.0
-        for k in range(r):
-            byk = beta * y[k]
-            gk = g[k]
-            for a in range(r):
-                wka = W[k, a] + byk * y[a]
-                W[k, a] = wka
-                yn[a] += gk * wka
+        _update_matvec(W, beta, y, g, yn)
         for a in range(r):
             y[a] = yn[a]
     return n_upd
