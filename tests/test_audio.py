@@ -50,12 +50,19 @@ def test_atomic_save_leaves_nothing_on_failure(tmp_path, monkeypatch):
     audio.save(target, np.zeros(1000))
     before = target.read_bytes()
 
-    def boom(*a, **k):
+    def boom(path, *a, **k):  # a crash half-way through writing
+        with open(path, "wb") as fh:
+            fh.write(b"RIFF\x00\x00")
         raise RuntimeError("disk full")
 
+    from scipy.io import wavfile
+
+    monkeypatch.setattr(wavfile, "write", boom)
     monkeypatch.setattr(sf, "write", boom)
     with pytest.raises(RuntimeError):
         audio.save(target, np.ones(1000))
+    with pytest.raises(RuntimeError):
+        audio.save(tmp_path / "new.flac", np.ones(1000))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
 
