@@ -2,34 +2,36 @@
 
 Method (classic CASA front end, REFERENCE.md section 5):
 
-1. Correlogram.  The signal goes through a gammatone filterbank (``n_channels`` channels,
-   ERB-spaced ``fmin_cf``-``fmax_cf`` Hz).  Channels below ``split_hz`` are used as they are;
-   channels above it are replaced by their envelope (half-wave rectified, 50-550 Hz band-pass,
+1. Correlogram.  The signal goes through a gammatone filterbank (``n_channels`` = 32 channels,
+   ERB-spaced 80-4000 Hz).  Channels below ``split_hz`` (800 Hz) are used as they are; channels
+   above it are replaced by their envelope (half-wave rectified, 50-550 Hz band-pass,
    :func:`fastifkl.features.pitch_features.pitch_envelope`), which carries the pitch of
-   unresolved harmonics.  For every frame m and channel c, a normalised cross-correlation
-   (NCCF) over a ``window``-sample window centred on the frame centre ``160 m + 160``::
-
-       A_c(m, tau) = sum_n s[n] s[n + tau] / sqrt(sum_n s[n]^2 sum_n s[n + tau]^2)
-
-   for tau in the 70-400 Hz lag range (computed for all frames at once with FFTs).
+   unresolved harmonics.  For every frame m and channel c, a Hann-weighted normalised
+   cross-correlation (:func:`nccf`) over a ``window`` = 640-sample (40 ms) window centred on
+   the frame centre ``160 m + 160``, for lags in the ``fmin``-``fmax`` (70-400 Hz) range,
+   computed for all frames at once with FFTs.
 2. Channel selection (Wu, Wang & Brown 2003 style): a channel contributes to frame m only if
-   its NCCF peak in the lag range exceeds ``select``; noise-dominated channels are dropped.
-   The summary is ``S(m, tau) = sum_selected A_c(m, tau) / max(n_selected, n_min * C)``:
-   the mean over the selected channels, scaled down when fewer than ``n_min * C`` channels
-   are periodic (frames with no selected channel have no voiced candidate).
+   its NCCF peak in the lag range exceeds ``select`` (0.8); noise-dominated channels drop out.
+   Summary ``S(m, tau) = sum_selected A_c(m, tau) / max(n_selected, n_min * C)``: the mean over
+   the selected channels, scaled down when fewer than ``n_min * C`` channels are periodic.
+   ``S`` is then averaged over ``2 smooth + 1`` (5) frames: pitch moves slowly, noise does not
+   line up across frames.
 3. Candidates: up to ``n_cand`` local maxima of ``S`` per frame, refined by parabolic
-   interpolation; strength ``S + octave_cost * log2(f / fmin)`` (Boersma 1993 favours the
-   higher of octave-related candidates).  Plus one unvoiced candidate per frame with strength
-   ``voicing_threshold + max(0, 2 - (a_m / a_max) / (silence_threshold / (1 + voicing_threshold)))``
-   where ``a_m`` is the frame's peak amplitude and ``a_max`` the signal's.
+   interpolation.  Strength = peak height minus the mean of ``S`` over the lag range
+   (``prominence``: a flat summary from noise scores low) plus
+   ``octave_cost * log2(f / fmin)`` (Boersma 1993's preference for the higher of
+   octave-related candidates).  One unvoiced candidate per frame with Praat's strength
+   ``voicing_threshold + max(0, 2 - (a_m / a_max) / (silence_threshold / (1 + voicing_threshold)))``,
+   ``a_m`` the frame's peak amplitude and ``a_max`` the signal's.
 4. Continuity by dynamic programming (Viterbi) over the candidates: a voiced-voiced transition
-   costs ``octave_jump_cost * |log2(f1 / f2)|``, a voicing change costs ``voiced_unvoiced_cost``.
-   Costs follow Praat's defaults (0.01, 0.35, 0.14; silence threshold 0.03); the voicing
-   threshold is 0.5 (tuned on clean speech against Praat; lower it, e.g. to 0.35, to trade
-   false voicing for recall on noisy mixtures).
+   costs ``octave_jump_cost * |log2(f1 / f2)|``, a voicing change ``voiced_unvoiced_cost``
+   (Praat's defaults 0.35 and 0.14; silence threshold 0.03).  The voicing threshold 0.4 was
+   chosen on the clean corpus against Praat (lower values trade false voicing for recall in
+   noise).
 
 Measured on the 20 real IEEE utterances of ../shared/corpus against Praat's AC pitch
-(see tests/test_pitch.py and the issue-3 report): clean GPE 0.2 %, VDE 8.3 %.
+(``python bench/features.py --pitch``): clean GPE 0.3 %, VDE 8.5 %; -5 dB mixtures: see
+bench/results/features.jsonl and the issue-3 report.
 """
 from __future__ import annotations
 
@@ -58,11 +60,16 @@ def _check_signal(x, sr) -> np.ndarray:
     return x
 
 
-def nccf(s: np.ndarray, n_fr: int, lag_max: int, window: int) -> np.ndarray:
+def nccf(s: np.ndarray, n_fr: int, lag_max: int, window: int, taper: bool = True) -> np.ndarray:
     """Normalised cross-correlation of signals s (C, N) per frame, lags 0..lag_max.
 
     The analysis window of frame m is ``s[c, t0 : t0 + window]`` with
-    ``t0 = 160 m + 160 - window // 2``; it is correlated with the window shifted by tau.
+    ``t0 = 160 m + 160 - window // 2``; it is correlated with the window shifted by tau,
+    with weights ``w`` (a Hann taper, or all ones when ``taper`` is False)::
+
+        A(tau) = sum_n w[n] s[n] s[n + tau] / sqrt(sum_n w[n] s[n]^2 * sum_n w[n] s[n + tau]^2)
+
+    The taper centres the measure on the frame (less smearing of voicing onsets and offsets).
     Samples outside the signal are 0; a zero denominator gives 0.
 
     Returns
@@ -77,18 +84,23 @@ def nccf(s: np.ndarray, n_fr: int, lag_max: int, window: int) -> np.ndarray:
     sp[:, pad_l: pad_l + n] = s
     seg_len = window + lag_max
     nfft = scipy.fft.next_fast_len(seg_len + 1)
+    w = np.hanning(window + 2)[1:-1] if taper else np.ones(window)
+    fw = np.conj(scipy.fft.rfft(w, nfft))
     starts = np.arange(n_fr) * HOP + FRAME_LEN // 2 - half + pad_l
     idx = starts[:, None] + np.arange(seg_len)[None, :]
     out = np.empty((c_, n_fr, lag_max + 1))
     for c in range(c_):
         b = sp[c][idx]  # (M, window + lag_max)
-        a = b[:, :window]
+        a = b[:, :window] * w
         fa = scipy.fft.rfft(a, nfft, axis=1)
         fb = scipy.fft.rfft(b, nfft, axis=1)
         xc = scipy.fft.irfft(np.conj(fa) * fb, nfft, axis=1)[:, : lag_max + 1]
-        e0 = np.einsum("mi,mi->m", a, a)
-        cs = np.concatenate([np.zeros((n_fr, 1)), np.cumsum(b * b, axis=1)], axis=1)
-        et = cs[:, window: window + lag_max + 1] - cs[:, : lag_max + 1]
+        e0 = np.einsum("mi,mi->m", a, b[:, :window])
+        if taper:
+            et = scipy.fft.irfft(fw * scipy.fft.rfft(b * b, nfft, axis=1), nfft, axis=1)[:, : lag_max + 1]
+        else:
+            cs = np.concatenate([np.zeros((n_fr, 1)), np.cumsum(b * b, axis=1)], axis=1)
+            et = cs[:, window: window + lag_max + 1] - cs[:, : lag_max + 1]
         den = np.sqrt(np.maximum(e0[:, None] * et, 0.0))
         thr = 1e-12 * max(float(np.max(e0)), 1e-300)
         out[c] = np.where(den > thr, xc / np.where(den > thr, den, 1.0), 0.0)
@@ -155,7 +167,8 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
           n_channels: int = 32, fmin_cf: float = 80.0, fmax_cf: float = 4000.0, split_hz: float = 800.0,
           window: int = 640, select: float = 0.8, n_min: float = 0.25, n_cand: int = 8, octave_cost: float = 0.01,
           octave_jump_cost: float = 0.35, voiced_unvoiced_cost: float = 0.14,
-          voicing_threshold: float = 0.5, silence_threshold: float = 0.03) -> np.ndarray:
+          smooth: int = 2, prominence: bool = True, taper: bool = True,
+          voicing_threshold: float = 0.4, silence_threshold: float = 0.03) -> np.ndarray:
     """Track the pitch of the dominant voice.
 
     Parameters
@@ -188,12 +201,19 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
     hi = cfs >= split_hz
     if np.any(hi):
         r[hi] = pitch_envelope(r[hi], sr)
-    A = nccf(r, m_, lag_hi + 1, window)  # (C, M, L)
+    A = nccf(r, m_, lag_hi + 1, window, taper)  # (C, M, L)
     peak = A[:, :, lag_lo: lag_hi + 1].max(axis=2)  # (C, M)
     sel = peak > select
     n_sel = sel.sum(axis=0)
     S = np.einsum("cm,cml->ml", sel.astype(np.float64), A) / np.maximum(n_sel, max(n_min * n_channels, 1.0))[:, None]
+    if smooth > 0:
+        from scipy.ndimage import uniform_filter1d
+
+        S = uniform_filter1d(S, 2 * smooth + 1, axis=0, mode="nearest")
+        n_sel = uniform_filter1d(n_sel.astype(np.float64), 2 * smooth + 1, mode="nearest")
     f, s = _candidates(S, lag_lo, lag_hi, n_cand, sr)
+    if prominence:
+        s = s - S[:, lag_lo: lag_hi + 1].mean(axis=1, keepdims=True)
     s = s + octave_cost * np.log2(np.where(f > 0, f, fmin) / fmin)
     # unvoiced strength from the local peak amplitude (Praat's rule)
     half = window // 2

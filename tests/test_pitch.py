@@ -55,6 +55,49 @@ def test_noise_and_silence_are_unvoiced():
     assert np.mean(pitch.track(x) > 0) < 0.05
 
 
+def test_nccf_matches_brute_force():
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal((2, 3000))
+    lag_max, window = 60, 200
+    for taper in (False, True):
+        A = pitch.nccf(s, n_frames(3000), lag_max, window, taper)
+        w = np.hanning(window + 2)[1:-1] if taper else np.ones(window)
+        for c, m in [(0, 0), (1, 5), (0, n_frames(3000) - 1)]:
+            t0 = 160 * m + 160 - window // 2
+            sp = np.concatenate([np.zeros(1000), s[c], np.zeros(1000)])
+            for tau in (0, 7, 33, lag_max):
+                a = sp[1000 + t0: 1000 + t0 + window]
+                b = sp[1000 + t0 + tau: 1000 + t0 + tau + window]
+                ref = np.sum(w * a * b) / np.sqrt(np.sum(w * a * a) * np.sum(w * b * b))
+                assert abs(A[c, m, tau] - ref) < 1e-9
+
+
+def test_viterbi_matches_exhaustive_search():
+    import itertools
+
+    rng = np.random.default_rng(5)
+    f = rng.uniform(80, 300, (4, 2))
+    s = rng.uniform(0, 1, (4, 2))
+    s[2, 1] = -np.inf  # a missing candidate
+    su = rng.uniform(0, 1, 4)
+    got = pitch.viterbi(f, s, su, 0.35, 0.14)
+    best, best_path = -np.inf, None
+    for path in itertools.product(range(3), repeat=4):
+        tot, prev = 0.0, None
+        for t, k in enumerate(path):
+            tot += s[t, k] if k < 2 else su[t]
+            fk = f[t, k] if k < 2 else 0.0
+            if prev is not None:
+                if fk > 0 and prev > 0:
+                    tot -= 0.35 * abs(np.log2(fk / prev))
+                elif (fk > 0) != (prev > 0):
+                    tot -= 0.14
+            prev = fk
+        if tot > best:
+            best, best_path = tot, [f[t, k] if k < 2 else 0.0 for t, k in enumerate(path)]
+    np.testing.assert_allclose(got, best_path)
+
+
 def test_bad_input():
     with pytest.raises(InputError):
         pitch.track(np.zeros(100))
