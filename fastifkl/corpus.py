@@ -133,6 +133,26 @@ def _load(path: Path) -> np.ndarray:
     return _load_cached(str(path), path.stat().st_mtime)
 
 
+def _draw_offset(noise: np.ndarray, n: int, rng: np.random.Generator, name) -> int:
+    """A random noise offset whose segment is not (near-)silent.
+
+    Some recordings hold silent stretches (an alarm between rings); a segment there cannot be
+    scaled to an SNR.  Offsets are redrawn from the same seeded generator until the segment
+    carries at least 1 % of the file's average power (deterministic for a given seed).
+    """
+    from .audio import noise_segment
+
+    mean_power = float(np.mean(noise * noise))
+    if mean_power <= 0:
+        raise InputError(f"{name}: noise file is silent")
+    for _ in range(200):
+        off = int(rng.integers(0, noise.size - n + 1)) if noise.size >= n else int(rng.integers(0, noise.size))
+        seg = noise_segment(noise, n, off)
+        if float(np.mean(seg * seg)) >= 0.01 * mean_power:
+            return off
+    raise InputError(f"{name}: found no segment of {n} samples with audible noise")
+
+
 class MixtureSet:
     """A list of mixtures regenerated on demand from ``manifest.jsonl``.
 
@@ -167,8 +187,7 @@ class MixtureSet:
             s = _load(it.path)
             for nz in noises:
                 v = _load(nz.path)
-                rng = np.random.default_rng([seed, k])
-                offset = int(rng.integers(0, v.size - s.size + 1)) if v.size >= s.size else int(rng.integers(0, v.size))
+                offset = _draw_offset(v, s.size, np.random.default_rng([seed, k]), nz.path)
                 entries.append(
                     Entry(
                         id=f"{it.path.stem}__{nz.label}",
