@@ -36,7 +36,6 @@ bench/results/features.jsonl and the issue-3 report.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 from . import FRAME_LEN, HOP, SAMPLE_RATE
 from .errors import InputError
@@ -83,21 +82,21 @@ def nccf(s: np.ndarray, n_fr: int, lag_max: int, window: int, taper: bool = True
     sp = np.zeros((c_, pad_l + n + pad_r))
     sp[:, pad_l: pad_l + n] = s
     seg_len = window + lag_max
-    nfft = scipy.fft.next_fast_len(seg_len + 1)
+    nfft = 1 << int(np.ceil(np.log2(seg_len + 1)))
     w = np.hanning(window + 2)[1:-1] if taper else np.ones(window)
-    fw = np.conj(scipy.fft.rfft(w, nfft))
+    fw = np.conj(np.fft.rfft(w, nfft))
     starts = np.arange(n_fr) * HOP + FRAME_LEN // 2 - half + pad_l
     idx = starts[:, None] + np.arange(seg_len)[None, :]
     out = np.empty((c_, n_fr, lag_max + 1))
     for c in range(c_):
         b = sp[c][idx]  # (M, window + lag_max)
         a = b[:, :window] * w
-        fa = scipy.fft.rfft(a, nfft, axis=1)
-        fb = scipy.fft.rfft(b, nfft, axis=1)
-        xc = scipy.fft.irfft(np.conj(fa) * fb, nfft, axis=1)[:, : lag_max + 1]
+        fa = np.fft.rfft(a, nfft, axis=1)
+        fb = np.fft.rfft(b, nfft, axis=1)
+        xc = np.fft.irfft(np.conj(fa) * fb, nfft, axis=1)[:, : lag_max + 1]
         e0 = np.einsum("mi,mi->m", a, b[:, :window])
         if taper:
-            et = scipy.fft.irfft(fw * scipy.fft.rfft(b * b, nfft, axis=1), nfft, axis=1)[:, : lag_max + 1]
+            et = np.fft.irfft(fw * np.fft.rfft(b * b, nfft, axis=1), nfft, axis=1)[:, : lag_max + 1]
         else:
             cs = np.concatenate([np.zeros((n_fr, 1)), np.cumsum(b * b, axis=1)], axis=1)
             et = cs[:, window: window + lag_max + 1] - cs[:, : lag_max + 1]
@@ -105,6 +104,15 @@ def nccf(s: np.ndarray, n_fr: int, lag_max: int, window: int, taper: bool = True
         thr = 1e-12 * max(float(np.max(e0)), 1e-300)
         out[c] = np.where(den > thr, xc / np.where(den > thr, den, 1.0), 0.0)
     return out
+
+
+def moving_average(a: np.ndarray, k: int) -> np.ndarray:
+    """Mean over frames m-k..m+k along axis 0, edges replicated (``uniform_filter1d`` with
+    ``mode="nearest"``)."""
+    a = np.asarray(a, dtype=np.float64)
+    pad = np.concatenate([np.repeat(a[:1], k, axis=0), a, np.repeat(a[-1:], k, axis=0)], axis=0)
+    cs = np.concatenate([np.zeros((1,) + a.shape[1:]), np.cumsum(pad, axis=0)], axis=0)
+    return (cs[2 * k + 1:] - cs[: -2 * k - 1]) / (2 * k + 1)
 
 
 def _candidates(S, lag_lo, lag_hi, n_cand, sr):
@@ -207,10 +215,8 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
     n_sel = sel.sum(axis=0)
     S = np.einsum("cm,cml->ml", sel.astype(np.float64), A) / np.maximum(n_sel, max(n_min * n_channels, 1.0))[:, None]
     if smooth > 0:
-        from scipy.ndimage import uniform_filter1d
-
-        S = uniform_filter1d(S, 2 * smooth + 1, axis=0, mode="nearest")
-        n_sel = uniform_filter1d(n_sel.astype(np.float64), 2 * smooth + 1, mode="nearest")
+        S = moving_average(S, smooth)
+        n_sel = moving_average(n_sel.astype(np.float64), smooth)
     f, s = _candidates(S, lag_lo, lag_hi, n_cand, sr)
     if prominence:
         s = s - S[:, lag_lo: lag_hi + 1].mean(axis=1, keepdims=True)

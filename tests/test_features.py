@@ -159,6 +159,25 @@ def test_rasta_filter_kills_constants_and_passes_modulation():
     assert np.abs(rasta_plp.rasta_filter(mod)[100:, 0, 0]).max() > 0.3
 
 
+def test_filter_constants_match_scipy_designs():
+    import scipy.signal
+
+    np.testing.assert_allclose(ams.antialias_fir(), scipy.signal.firwin(33, 1000.0, fs=SR), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(pitch_features.envelope_sos(),
+                               scipy.signal.butter(2, (50.0, 550.0), btype="bandpass", fs=SR, output="sos"), rtol=1e-12)
+
+
+def test_ams_envelope_matches_upfirdn():
+    import scipy.signal
+
+    r = np.random.default_rng(9).standard_normal((3, 1001))
+    y = scipy.signal.upfirdn(scipy.signal.firwin(33, 1000.0, fs=SR), np.abs(r), up=1, down=4, axis=-1)[:, 4:]
+    e = ams.envelope(r)
+    k = min(e.shape[1], y.shape[1])
+    assert e.shape[1] >= (r.shape[1] - 1) // 4
+    np.testing.assert_allclose(e[:, :k], y[:, :k], rtol=1e-12, atol=1e-14)
+
+
 def test_pitch_envelope_twin(random_responses):
     np.testing.assert_allclose(pitch_features.pitch_envelope(random_responses),
                                pitch_features.pitch_envelope_numpy(random_responses), rtol=1e-9, atol=1e-12)

@@ -98,6 +98,13 @@ def test_viterbi_matches_exhaustive_search():
     np.testing.assert_allclose(got, best_path)
 
 
+def test_moving_average_matches_scipy():
+    from scipy.ndimage import uniform_filter1d
+
+    a = np.random.default_rng(1).standard_normal((30, 4))
+    np.testing.assert_allclose(pitch.moving_average(a, 2), uniform_filter1d(a, 5, axis=0, mode="nearest"), atol=1e-12)
+
+
 def test_bad_input():
     with pytest.raises(InputError):
         pitch.track(np.zeros(100))

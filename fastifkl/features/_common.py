@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 from numba import njit
 
 from .. import FRAME_LEN, HOP, SAMPLE_RATE
@@ -86,7 +85,7 @@ def power_spectrum(responses: np.ndarray) -> np.ndarray:
     m = check_length(responses.shape[1])
     buf = np.empty((m, c, N_FFT))
     _window_pad_kernel(responses, np.asarray(hamming(FRAME_LEN)), HOP, buf)
-    spec = scipy.fft.rfft(buf, axis=-1, overwrite_x=True)
+    spec = np.fft.rfft(buf, axis=-1)
     del buf
     p = np.empty(spec.shape)
     _abs2_kernel(spec, p)
@@ -122,7 +121,7 @@ def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndar
     for m0 in range(0, m, CHUNK):
         n = min(CHUNK, m - m0)
         _window_pad_kernel(responses[:, m0 * HOP:], win, HOP, buf[:n])
-        spec = scipy.fft.rfft(buf[:n], axis=-1)
+        spec = np.fft.rfft(buf[:n], axis=-1)
         _abs2_kernel(spec, p[:n])
         np.matmul(p[:n].reshape(-1, N_BINS), wt, out=out[m0 * c:(m0 + n) * c])
     res = []

@@ -17,8 +17,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
-import scipy.signal
 from numba import njit
 
 from .. import SAMPLE_RATE
@@ -37,7 +35,10 @@ F_HI = 400.0
 
 @lru_cache(maxsize=2)
 def antialias_fir(sr: int = SAMPLE_RATE) -> np.ndarray:
-    h = scipy.signal.firwin(N_TAPS, CUTOFF_HZ, fs=sr)
+    """Windowed-sinc (Hamming) low-pass, unit DC gain; equals ``scipy.signal.firwin(33, 1000, fs=sr)``."""
+    n = np.arange(N_TAPS) - (N_TAPS - 1) / 2
+    h = np.sinc(2.0 * CUTOFF_HZ / sr * n) * np.hamming(N_TAPS)
+    h /= h.sum()
     h.flags.writeable = False
     return h
 
@@ -72,10 +73,28 @@ def envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     -------
     e : ndarray, shape (C, K) with ``K >= 40 (M + 1)``
     """
-    h = antialias_fir(sr)
-    y = scipy.signal.upfirdn(h, np.abs(responses), up=1, down=DECIM, axis=-1)
-    shift = (N_TAPS - 1) // 2 // DECIM  # 16 samples = 4 decimated samples of delay
-    return y[:, shift:]
+    h = np.array(antialias_fir(sr))
+    n = responses.shape[1]
+    out = np.empty((responses.shape[0], (n + DECIM - 1) // DECIM))
+    _decimate_abs_kernel(np.ascontiguousarray(responses), h, DECIM, (N_TAPS - 1) // 2, out)
+    return out
+
+
+@njit(cache=True)
+def _decimate_abs_kernel(r, h, decim, delay, out):
+    """out[c, k] = sum_j h[j] |r[c, decim*k + delay - j]| (zeros outside the signal)."""
+    n_ch, n = r.shape
+    n_out = out.shape[1]
+    n_taps = h.shape[0]
+    for c in range(n_ch):
+        for k in range(n_out):
+            t = decim * k + delay
+            acc = 0.0
+            j0 = max(0, t - (n - 1))
+            j1 = min(n_taps, t + 1)
+            for j in range(j0, j1):
+                acc += h[j] * abs(r[c, t - j])
+            out[c, k] = acc
 
 
 @njit(cache=True)
@@ -125,7 +144,7 @@ def from_envelope(e: np.ndarray, n_frames: int, sr: int = SAMPLE_RATE) -> np.nda
     for m0 in range(0, n_frames, chunk):
         n = min(chunk, n_frames - m0)
         _detrend_window_kernel(e[:, m0 * ENV_HOP:], win, ENV_HOP, buf[:n])
-        spec = scipy.fft.rfft(buf[:n], axis=-1)
+        spec = np.fft.rfft(buf[:n], axis=-1)
         _abs_kernel(spec, mag[:n])
         np.matmul(mag[:n].reshape(-1, mag.shape[-1]), wt, out=out[m0 * c:(m0 + n) * c])
     return out.reshape(n_frames, c, N_BANDS)

@@ -27,7 +27,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.signal
 from numba import njit
 
 from .. import FRAME_LEN, HOP, SAMPLE_RATE
@@ -35,11 +34,20 @@ from ._common import check_responses
 from ..errors import InputError
 
 ENV_BAND = (50.0, 550.0)
+_ENV_SOS_16K = (
+    (0.008442692929079952, 0.016885385858159904, 0.008442692929079952, 1.0, -1.7426440724764314, 0.778041978299457),
+    (1.0, -2.0, 1.0, 1.0, -1.9732134550967944, 0.973658190184772),
+)
 
 
 @lru_cache(maxsize=2)
 def envelope_sos(sr: int = SAMPLE_RATE) -> np.ndarray:
-    sos = scipy.signal.butter(2, ENV_BAND, btype="bandpass", fs=sr, output="sos")
+    """``scipy.signal.butter(2, (50, 550), "bandpass", fs=16000, output="sos")``, stored as
+    constants so that importing the feature module does not import scipy.signal (~1 s);
+    tests/test_features.py checks them against scipy."""
+    if sr != SAMPLE_RATE:
+        raise InputError(f"pitch envelope filter is defined at {SAMPLE_RATE} Hz")
+    sos = np.array(_ENV_SOS_16K)
     sos.flags.writeable = False
     return sos
 
@@ -100,6 +108,8 @@ def pitch_envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def pitch_envelope_numpy(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """SciPy twin of :func:`pitch_envelope`."""
+    import scipy.signal
+
     sos = np.array(envelope_sos(sr))
     y = scipy.signal.sosfilt(sos, np.maximum(responses, 0.0), axis=-1)
     return scipy.signal.sosfilt(sos, y[:, ::-1], axis=-1)[:, ::-1]
