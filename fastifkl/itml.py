@@ -562,8 +562,9 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
         Low-rank mode: r; by default the smallest r whose relative Frobenius truncation error
         ||K0 - G G^T|| / ||K0|| is <= ``rank_tol``.
     factor : array, shape (n, r), optional
-        Low-rank mode: use this G (K0 is then replaced by G G^T's role in the updates; the
-        truncation error is measured against the given K0).  ``projection`` is then None.
+        Low-rank mode: use this G instead of K0's eigen-factor (e.g. a pivoted Cholesky factor, or
+        data G for the linear problem); the truncation error is measured against the given K0.
+        The result then has no Nystroem map (``projection`` is None).
     tol : float
         Convergence tolerance on the relative change of the dual variables per sweep.
     max_sweeps : int
@@ -572,8 +573,8 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
         Process all similar constraints before the dissimilar ones (the order of
         ``metric_learn.ITML``); otherwise the given order.
     track_S : bool
-        Exact mode: carry S = K0^-1 (K - K0) K0^-1 for the out-of-sample kernel (costs about 4x
-        the K-only update).
+        Exact mode: carry S = K0^-1 (K - K0) K0^-1 for the out-of-sample kernel (about 3x the
+        K-only cost per active projection, measured).
     block : int
         Exact mode: rank-1 updates delayed per BLAS fold.
 

@@ -167,6 +167,8 @@ class LearnedKernel:
             if result.S is None:
                 raise InputError("this exact-mode result was learned with track_S=False; no out-of-sample kernel")
             return cls(landmarks, sigma, result.S)
+        if result.projection is None:
+            raise InputError("this low-rank result was learned on an explicit factor; it has no Nystroem map")
         r = result.W.shape[0]
         return cls(landmarks, sigma, result.W - np.eye(r), result.projection)
 

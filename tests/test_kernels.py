@@ -137,3 +137,13 @@ def test_learned_kernel_needs_S():
     assert res.S is None
     with pytest.raises(InputError):
         kernels.LearnedKernel.from_result(np.arange(8.0)[:, None], 2.0, res)
+
+
+def test_learned_kernel_needs_nystroem_map():
+    X = np.arange(8.0)[:, None]
+    K0 = kernels.gaussian(X, sigma=2.0)
+    cons = (np.array([0, 1]), np.array([5, 6]), np.array([True, False]))
+    G = np.linalg.cholesky(K0 + 1e-9 * np.eye(8))
+    res = itml.learn_kernel(K0, cons, 0.5, 1.5, 1.0, mode="lowrank", factor=G, max_sweeps=2)
+    with pytest.raises(InputError, match="Nystroem"):
+        kernels.LearnedKernel.from_result(X, 2.0, res)
