@@ -398,12 +398,14 @@ def cochleagram_cmd(
 def demo(
     out: Path = typer.Option(Path("fastifkl-demo"), "-o", "--out", help="Output directory."),
     seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run (fewer sentences, noises and channels) in seconds."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Local worker processes."),
 ):
-    """Run the front end on a generated signal: cochleagram (PNG/NPY), IBM and resynthesis."""
-    from .demo import run_frontend_demo
+    """End to end on a corpus it builds itself: TTS speech + generated noises, G-SVM and KL-SVM,
+    scores on unseen noises, wavs and the mask figure (needs: pip install "fastifkl[demo]")."""
+    from .demo import run_demo
 
-    for line in run_frontend_demo(out, seed=seed):
-        typer.echo(line)
+    run_demo(out, seed=seed, quick=quick, workers=workers, log=typer.echo)
 
 
 @app.command()
@@ -428,6 +430,31 @@ def bench(
         args = [sys.executable, str(p)] + (["--quick"] if quick else [])
         rc |= subprocess.call(args)
     raise typer.Exit(1 if rc else 0)
+
+
+@app.command()
+@handles_errors
+def experiment(
+    config: Optional[Path] = typer.Argument(None, help="TOML file of protocol settings (default: the corpus README's protocol)."),
+    quick: bool = typer.Option(False, "--quick", help="Scaled-down protocol for CI (a few minutes on 2 cores)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus directory with MANIFEST.tsv (default ../shared/corpus)."),
+    test_noises: Optional[Path] = typer.Option(None, "--test-noises", help="Use every noise file of this directory as the test noises (labels = file stems)."),
+    out: Path = typer.Option(Path("docs"), "--out", "-o", help="Where RESULTS.md, results.json and the figures go."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Work directory for mixture manifests and models (default: a new temporary directory)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default 2)."),
+    tune: bool = typer.Option(False, "--tune", help="Tune sigma scale, C and gamma on the 'tune' split (training noises only) first."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Run the paper's experiment (Section 5) end to end and write docs/RESULTS.md, results.json and figures."""
+    import shlex
+
+    from .experiment import load_config, run_experiment
+
+    cfg = load_config(config, quick=quick, corpus=str(corpus) if corpus else None,
+                      test_noise_dir=str(test_noises) if test_noises else None, workers=workers,
+                      tune=True if tune else None)
+    command = "fastifkl " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[1:2] == ["experiment"] else "fastifkl experiment"
+    run_experiment(cfg, out_dir=out, work_dir=work, command=command, log=None if quiet else typer.echo)
 
 
 def main() -> None:
