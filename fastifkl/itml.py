@@ -194,6 +194,7 @@ class ITMLResult:
     slack : (m,) final targets xi, same order.
     n_sweeps, converged, conv : sweeps run, whether the tolerance was met, last convergence value.
     n_updates : projections that changed K (alpha != 0), summed over sweeps.
+    sweep_times, sweep_updates : seconds (with ``time_sweeps``) and active projections per sweep.
     """
 
     K: np.ndarray
@@ -211,6 +212,7 @@ class ITMLResult:
     rank: int | None = None
     truncation_error: float | None = None
     sweep_times: list = field(default_factory=list)
+    sweep_updates: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,13 +666,16 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
     converged = False
     n_updates = 0
     times = []
+    sweep_updates = []
     it = 0
     limiter = _one_blas_thread() if mode == "exact" else contextlib.nullcontext()
     with limiter:
         for it in range(max_sweeps):
             t0 = time.perf_counter()
-            n_updates += sweep()
+            upd = sweep()
+            n_updates += upd
             times.append(time.perf_counter() - t0)
+            sweep_updates.append(upd)
             normsum = np.linalg.norm(lam) + np.linalg.norm(lam_old)
             if normsum == 0:
                 converged = True
@@ -687,7 +692,8 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
     common = dict(mode=mode, lambdas=lam[inv], slack=xi[inv], n_sweeps=it + 1, converged=converged,
-                  conv=conv, n_updates=n_updates, sweep_times=times if time_sweeps else [])
+                  conv=conv, n_updates=n_updates, sweep_times=times if time_sweeps else [],
+                  sweep_updates=sweep_updates)
     if mode == "lowrank":
         W = 0.5 * (W + W.T)
         Kl = K0 + G @ (W - np.eye(rank)) @ G.T
