@@ -13,7 +13,7 @@ Appends a JSON line to bench/results/features.jsonl.
 The ``--pitch`` mode scores ``fastifkl.pitch.track`` against Praat's AC pitch
 (praat-parselmouth, 70-400 Hz, 10 ms step, sampled at our frame centres) of the clean
 utterance, on the 20 real IEEE utterances: clean, and mixed at -5 dB (``fastifkl.audio.mix_at_snr``,
-noise offset from ``default_rng(utterance index)``) with every noise of the corpus.
+noise offset from ``default_rng(utterance index)``, re-drawn if the segment is silent) with every noise of the corpus.
 GPE = share of frames both call voiced with |f0 - ref| > 20 % ref; VDE = share of all frames
 with a different voicing decision.  Appends a JSON line to bench/results/features.jsonl.
 """
@@ -205,12 +205,23 @@ def praat_f0(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _mix(x, noise, i):
+    """-5 dB mixture; noise offset from default_rng(i), or from i + 1000 k if that segment is silent."""
+    from fastifkl.audio import mix_at_snr
+    from fastifkl.errors import InputError
+
+    for k in range(20):
+        try:
+            return mix_at_snr(x, noise, -5.0, np.random.default_rng(i + 1000 * k)).mixture
+        except InputError:
+            continue
+    raise RuntimeError("no non-silent noise segment found")
+
+
 def pitch_eval() -> dict:
     import soundfile as sf
 
     from fastifkl import pitch
-    from fastifkl.audio import mix_at_snr
-
     files = sorted((CORPUS / "speech" / "ieee_real").glob("*.flac"))
     if not files:
         raise SystemExit(f"corpus not found at {CORPUS}")
@@ -223,7 +234,7 @@ def pitch_eval() -> dict:
         both = gross = vd = total = miss = fa = 0
         t0 = time.process_time()
         for i, (x, ref) in enumerate(zip(utts, refs)):
-            y = x if noise is None else mix_at_snr(x, noise, -5.0, np.random.default_rng(i)).mixture
+            y = x if noise is None else _mix(x, noise, i)
             est = pitch.track(y)
             b = (est > 0) & (ref > 0)
             both += int(b.sum())

@@ -86,23 +86,32 @@ def nccf(s: np.ndarray, n_fr: int, lag_max: int, window: int, taper: bool = True
     w = np.hanning(window + 2)[1:-1] if taper else np.ones(window)
     fw = np.conj(np.fft.rfft(w, nfft))
     starts = np.arange(n_fr) * HOP + FRAME_LEN // 2 - half + pad_l
-    idx = starts[:, None] + np.arange(seg_len)[None, :]
     out = np.empty((c_, n_fr, lag_max + 1))
     for c in range(c_):
-        b = sp[c][idx]  # (M, window + lag_max)
+        b = np.lib.stride_tricks.sliding_window_view(sp[c], seg_len)[starts]  # (M, window + lag_max) copy
         a = b[:, :window] * w
+        e0 = np.einsum("mi,mi->m", a, b[:, :window])
         fa = np.fft.rfft(a, nfft, axis=1)
         fb = np.fft.rfft(b, nfft, axis=1)
-        xc = np.fft.irfft(np.conj(fa) * fb, nfft, axis=1)[:, : lag_max + 1]
-        e0 = np.einsum("mi,mi->m", a, b[:, :window])
+        np.conjugate(fa, out=fa)
+        fa *= fb
+        xc = np.fft.irfft(fa, nfft, axis=1)[:, : lag_max + 1]
         if taper:
-            et = np.fft.irfft(fw * np.fft.rfft(b * b, nfft, axis=1), nfft, axis=1)[:, : lag_max + 1]
+            b *= b
+            fb2 = np.fft.rfft(b, nfft, axis=1)
+            fb2 *= fw
+            et = np.fft.irfft(fb2, nfft, axis=1)[:, : lag_max + 1]
         else:
             cs = np.concatenate([np.zeros((n_fr, 1)), np.cumsum(b * b, axis=1)], axis=1)
             et = cs[:, window: window + lag_max + 1] - cs[:, : lag_max + 1]
-        den = np.sqrt(np.maximum(e0[:, None] * et, 0.0))
+        den = et * e0[:, None]
+        np.sqrt(np.maximum(den, 0.0, out=den), out=den)
         thr = 1e-12 * max(float(np.max(e0)), 1e-300)
-        out[c] = np.where(den > thr, xc / np.where(den > thr, den, 1.0), 0.0)
+        ok = den > thr
+        den[~ok] = 1.0
+        xc /= den
+        xc[~ok] = 0.0
+        out[c] = xc
     return out
 
 
@@ -175,7 +184,7 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
           n_channels: int = 32, fmin_cf: float = 80.0, fmax_cf: float = 4000.0, split_hz: float = 800.0,
           window: int = 640, select: float = 0.8, n_min: float = 0.25, n_cand: int = 8, octave_cost: float = 0.01,
           octave_jump_cost: float = 0.35, voiced_unvoiced_cost: float = 0.14,
-          smooth: int = 2, prominence: bool = True, taper: bool = True,
+          smooth: int = 2, prominence: bool = True, taper: bool = True, stationary: float | None = None,
           voicing_threshold: float = 0.4, silence_threshold: float = 0.03) -> np.ndarray:
     """Track the pitch of the dominant voice.
 
@@ -214,6 +223,10 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
     sel = peak > select
     n_sel = sel.sum(axis=0)
     S = np.einsum("cm,cml->ml", sel.astype(np.float64), A) / np.maximum(n_sel, max(n_min * n_channels, 1.0))[:, None]
+    if stationary is not None:
+        # remove periodicity that is there all the time (hum, steady tones): subtract a low
+        # percentile over frames of the summary at each lag
+        S = S - np.percentile(S, stationary, axis=0)[None, :]
     if smooth > 0:
         S = moving_average(S, smooth)
         n_sel = moving_average(n_sel.astype(np.float64), smooth)

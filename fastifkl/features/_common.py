@@ -95,11 +95,51 @@ def power_spectrum(responses: np.ndarray) -> np.ndarray:
 CHUNK = 16  # frames per batch: the (CHUNK, C, 512) FFT buffers stay in cache
 
 
+def _sparse_by_bin(w: np.ndarray):
+    """(idx, val) with the <= 2 non-zero rows of each column of w, or None if a column has more."""
+    w = np.asarray(w, dtype=np.float64)
+    nz = w != 0
+    if nz.sum(axis=0).max() > 2:
+        return None
+    idx = np.full((w.shape[1], 2), -1, dtype=np.int64)
+    val = np.zeros((w.shape[1], 2))
+    for k in range(w.shape[1]):
+        rows = np.flatnonzero(nz[:, k])
+        idx[k, : rows.size] = rows
+        val[k, : rows.size] = w[rows, k]
+    return idx, val
+
+
+@njit(cache=True)
+def _abs2_sparse_kernel(spec, p, idx, val, out, row0):
+    """p = |spec|**2 and, for every unit u, out[row0 + u, j] = sum_k W[j, k] p[u, k] for a
+    filterbank W with at most two non-zeros per bin (idx / val: (bins, 2), -1 = none)."""
+    n, c, nb = spec.shape
+    n_f = out.shape[1]
+    for a in range(n):
+        for b in range(c):
+            row = row0 + a * c + b
+            for j in range(n_f):
+                out[row, j] = 0.0
+            for k in range(nb):
+                v = spec[a, b, k]
+                pw = v.real * v.real + v.imag * v.imag
+                p[a, b, k] = pw
+                j0 = idx[k, 0]
+                if j0 >= 0:
+                    out[row, j0] += val[k, 0] * pw
+                j1 = idx[k, 1]
+                if j1 >= 0:
+                    out[row, j1] += val[k, 1] * pw
+
+
 def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndarray]:
     """Filterbank energies ``P @ W.T`` of every unit for several filterbanks at once.
 
     The power spectra are made and consumed in batches of :data:`CHUNK` frames, so the big
-    (M, C, 512) spectrum array is never formed.
+    (M, C, 512) spectrum array is never formed.  A filterbank with at most two non-zero
+    weights per bin (the triangular mel bank) is applied sparsely inside the ``|X|**2``
+    kernel (one filterbank at most); the others with one BLAS product.
 
     Parameters
     ----------
@@ -112,9 +152,16 @@ def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndar
     """
     c = responses.shape[0]
     m = check_length(responses.shape[1])
-    wt = np.ascontiguousarray(np.concatenate([np.asarray(w) for w in mats], axis=0).T)  # (257, F)
-    n_f = wt.shape[1]
-    out = np.empty((m * c, n_f))
+    sparse_i, sp = None, None
+    for i, w in enumerate(mats):
+        sp = _sparse_by_bin(w)
+        if sp is not None:
+            sparse_i = i
+            break
+    dense = [i for i in range(len(mats)) if i != sparse_i]
+    wt = np.ascontiguousarray(np.concatenate([np.asarray(mats[i]) for i in dense], axis=0).T) if dense else None
+    out_d = np.empty((m * c, wt.shape[1])) if dense else None
+    out_s = np.empty((m * c, np.asarray(mats[sparse_i]).shape[0])) if sparse_i is not None else None
     buf = np.empty((CHUNK, c, N_FFT))
     p = np.empty((CHUNK, c, N_BINS))
     win = np.asarray(hamming(FRAME_LEN))
@@ -122,14 +169,21 @@ def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndar
         n = min(CHUNK, m - m0)
         _window_pad_kernel(responses[:, m0 * HOP:], win, HOP, buf[:n])
         spec = np.fft.rfft(buf[:n], axis=-1)
-        _abs2_kernel(spec, p[:n])
-        np.matmul(p[:n].reshape(-1, N_BINS), wt, out=out[m0 * c:(m0 + n) * c])
+        if sparse_i is not None:
+            _abs2_sparse_kernel(spec, p[:n], sp[0], sp[1], out_s, m0 * c)
+        else:
+            _abs2_kernel(spec, p[:n])
+        if dense:
+            np.matmul(p[:n].reshape(-1, N_BINS), wt, out=out_d[m0 * c:(m0 + n) * c])
     res = []
     o = 0
-    for w in mats:
+    for i, w in enumerate(mats):
         k = np.asarray(w).shape[0]
-        res.append(out[:, o:o + k].reshape(m, c, k))
-        o += k
+        if i == sparse_i:
+            res.append(out_s.reshape(m, c, k))
+        else:
+            res.append(out_d[:, o:o + k].reshape(m, c, k))
+            o += k
     return res
 
 

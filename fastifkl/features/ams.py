@@ -86,14 +86,16 @@ def _decimate_abs_kernel(r, h, decim, delay, out):
     n_ch, n = r.shape
     n_out = out.shape[1]
     n_taps = h.shape[0]
+    pad = n_taps
+    tmp = np.zeros(n + 2 * pad + decim * n_out)
     for c in range(n_ch):
+        for i in range(n):
+            tmp[pad + i] = abs(r[c, i])
         for k in range(n_out):
-            t = decim * k + delay
+            t = pad + decim * k + delay - (n_taps - 1)  # tmp index of tap j = n_taps - 1
             acc = 0.0
-            j0 = max(0, t - (n - 1))
-            j1 = min(n_taps, t + 1)
-            for j in range(j0, j1):
-                acc += h[j] * abs(r[c, t - j])
+            for j in range(n_taps):
+                acc += h[n_taps - 1 - j] * tmp[t + j]
             out[c, k] = acc
 
 
