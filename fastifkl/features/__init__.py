@@ -138,7 +138,7 @@ def base_features(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE
     if "pitch" in fams:
         if f0 is None:
             raise InputError("pitch features need f0 (one value per frame, 0 = unvoiced)")
-        out["pitch"] = _pitch.pitch_features(r, f0, sr)
+        out["pitch"] = _pitch._pitch_features(r, f0, sr)
     return out
 
 

@@ -33,7 +33,8 @@ def check_responses(responses, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise InputError(f"features are defined at {SAMPLE_RATE} Hz; got sr={sr} (resample first)")
     check_length(r.shape[1], "responses")
     r = np.ascontiguousarray(r, dtype=np.float64)
-    if not np.all(np.isfinite(r)):
+    # max / min propagate NaN and expose +-inf, without a (C, N) boolean temporary
+    if not (np.isfinite(r.max()) and np.isfinite(r.min())):
         raise InputError("responses contain NaN or infinite values")
     return r
 
