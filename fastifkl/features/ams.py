@@ -80,9 +80,12 @@ def envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _decimate_abs_kernel(r, h, decim, delay, out):
-    """out[c, k] = sum_j h[j] |r[c, decim*k + delay - j]| (zeros outside the signal)."""
+    """out[c, k] = sum_j h[j] |r[c, decim*k + delay - j]| (zeros outside the signal).
+
+    fastmath: only re-association / FMA contraction of the 33-tap sum (SIMD); no
+    finite-math assumptions.  Checked against scipy.signal.upfirdn to 1e-12 in the tests."""
     n_ch, n = r.shape
     n_out = out.shape[1]
     n_taps = h.shape[0]

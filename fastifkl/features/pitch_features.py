@@ -131,9 +131,12 @@ def lags_from_f0(f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return tau
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _acf_kernel(x, tau, frame_len, hop, out):
-    """Normalised autocorrelation of each channel of x (C, N) at lag tau[m] over frame m."""
+    """Normalised autocorrelation of each channel of x (C, N) at lag tau[m] over frame m.
+
+    fastmath: only re-association / FMA contraction of the three frame sums (SIMD); checked
+    against the loop reference to 1e-6 relative in the tests."""
     n_ch, n = x.shape
     n_fr = tau.shape[0]
     for c in range(n_ch):
