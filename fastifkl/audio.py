@@ -117,6 +117,9 @@ class _AtomicPath:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
             os.replace(self.tmp, self.path)
         else:
             try:
