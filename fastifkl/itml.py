@@ -24,6 +24,10 @@ Two modes:
 * ``lowrank``: K0 ~= G G^T (top-r eigenpairs), K = K0 + G (W - I) G^T, and each projection
   updates the r x r matrix W in O(r^2) (Kulis, Sustik & Dhillon 2009) -- one Numba kernel whose
   rank-1 update of W is fused with the mat-vec W g of the next constraint.
+
+A projection with alpha == 0 (a satisfied constraint whose lambda is 0) changes nothing; both
+modes detect it from p alone (O(b) in exact mode, one mat-vec in low-rank mode) and skip the
+update, which is exact, not an approximation.
 """
 from __future__ import annotations
 
