@@ -402,7 +402,7 @@ def demo(
     workers: int = typer.Option(2, "--workers", "-j", help="Local worker processes."),
 ):
     """End to end on a corpus it builds itself: TTS speech + generated noises, G-SVM and KL-SVM,
-    scores on unseen noises, wavs and the mask figure (needs: pip install "fastifkl[demo]")."""
+    scores on unseen noises, wavs and the mask figure (needs the optional "demo" extra of fastifkl)."""
     from .demo import run_demo
 
     run_demo(out, seed=seed, quick=quick, workers=workers, log=typer.echo)

@@ -201,6 +201,11 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     log : callable(str)
         Receives one progress line per stage (``[   12.3 s] stage: ...``).
 
+    Notes
+    -----
+    Worker processes start with ``forkserver``/``spawn``: a script that calls this with
+    ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
+
     Returns
     -------
     dict with the evaluation report (``report``), the Markdown table (``table``), the paths
