@@ -293,7 +293,8 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     report = evaluate(paths, test_set, pitch="estimated", workers=workers)
     table = markdown_table(report, names=list(models))
     scores_json, scores_md = out / "scores.json", out / "scores.md"
-    write_report(report, scores_json, None)
+    # model paths relative to the output directory: the same seed gives the same bytes anywhere
+    write_report({**report, "models": [str(Path(p).relative_to(out)) for p in paths]}, scores_json, None)
     with atomic_path(scores_md) as tmp:
         Path(tmp).write_text(f"Unseen-noise test set: {len(test_set)} mixtures at {cfg.snr_db:g} dB "
                              f"(HIT-FA and accuracy of the estimated masks against the IBM)\n\n{table}")
