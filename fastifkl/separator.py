@@ -244,6 +244,13 @@ def default_kernel_ids(entries, seed: int) -> set[str]:
 
 def _fit_channel(job: dict) -> dict:
     """Learn the kernel (optional) and the SVM of one channel; returns the folded predictor."""
+    from ._threads import blas_single_thread
+
+    with blas_single_thread():  # thread-count-independent bits (see fastifkl._threads)
+        return _fit_channel_body(job)
+
+
+def _fit_channel_body(job: dict) -> dict:
     from .itml import cross_domain_constraints, distance_thresholds, learn_kernel
     from .kernels import LearnedKernel, gaussian, median_sigma
     from .svm import ChannelSVM, balanced_subsample
@@ -492,10 +499,13 @@ class Separator:
         n_ch = len(self.points_)
         if X.ndim != 3 or X.shape[1] != n_ch or X.shape[2] != self.mean_.shape[1]:
             raise InputError(f"features must be (frames, {n_ch}, {self.mean_.shape[1]}), got {X.shape}")
+        from ._threads import blas_single_thread
+
         out = np.empty((n_ch, X.shape[0]))
-        for c in range(n_ch):
-            Xn = (X[:, c, :] - self.mean_[c]) / self.std_[c]
-            out[c] = _decision(Xn, self.points_[c], self.coef_[c], self.bias_[c], self.sigma_[c])
+        with blas_single_thread():  # same bits whatever the thread count (see fastifkl._threads)
+            for c in range(n_ch):
+                Xn = (X[:, c, :] - self.mean_[c]) / self.std_[c]
+                out[c] = _decision(Xn, self.points_[c], self.coef_[c], self.bias_[c], self.sigma_[c])
         return out
 
     def predict_mask(self, x: np.ndarray, f0: np.ndarray | None = None) -> np.ndarray:
