@@ -342,7 +342,8 @@ def resynthesis_gain(cfs: np.ndarray | None = None, sr: int = SAMPLE_RATE, band=
     return _resynth_gain_cached(tuple(np.asarray(cfs, dtype=np.float64).tolist()), int(sr), float(band[0]), float(band[1]))
 
 
-def resynthesize(x: np.ndarray, mask: np.ndarray, sr: int = SAMPLE_RATE, cfs: np.ndarray | None = None) -> np.ndarray:
+def resynthesize(x: np.ndarray, mask: np.ndarray, sr: int = SAMPLE_RATE, cfs: np.ndarray | None = None,
+                 *, responses: np.ndarray | None = None) -> np.ndarray:
     """Resynthesise the target from a mixture and a (binary or soft) T-F mask.
 
     Each channel's response is time-reversed, filtered again and reversed back (zero phase,
@@ -357,6 +358,9 @@ def resynthesize(x: np.ndarray, mask: np.ndarray, sr: int = SAMPLE_RATE, cfs: np
         Mask on the frame grid, ``M = 1 + (N - 320) // 160``.
     sr : int
     cfs : ndarray, shape (C,), optional
+    responses : ndarray, shape (C, N), optional
+        ``filterbank(x, sr, cfs)`` when the caller already has it (saves the forward pass);
+        it is not modified.
 
     Returns
     -------
@@ -372,8 +376,13 @@ def resynthesize(x: np.ndarray, mask: np.ndarray, sr: int = SAMPLE_RATE, cfs: np
     if not np.all(np.isfinite(mask)):
         raise InputError("mask contains NaN or infinite values")
     pr, pi, g = _coeffs(cfs, sr)
-    r = np.empty((n_ch, x.size))
-    _kernel(x, False, pr, pi, g, False, r)
+    if responses is not None:
+        if np.shape(responses) != (n_ch, x.size):
+            raise InputError(f"responses have shape {np.shape(responses)}, expected ({n_ch}, {x.size})")
+        r = np.array(responses, dtype=np.float64, order="C")  # a copy: filtered in place below
+    else:
+        r = np.empty((n_ch, x.size))
+        _kernel(x, False, pr, pi, g, False, r)
     # second pass backwards in time, in place: time reversal without copies
     _kernel(x, True, pr, pi, g, True, r)
     w = frame_weights(mask, x.size)  # (C, N)

@@ -182,3 +182,15 @@ def test_filterbank_rejects_bad_signals(bad, msg):
 def test_resynthesize_rejects_wrong_mask_shape():
     with pytest.raises(InputError, match="mask has shape"):
         gt.resynthesize(np.zeros(1000), np.ones((64, 3)))
+
+
+def test_resynthesize_reuses_given_responses():
+    x = np.random.default_rng(7).standard_normal(4000)
+    m = 1 + (4000 - 320) // 160
+    mask = (np.random.default_rng(8).random((64, m)) > 0.5).astype(float)
+    R = gt.filterbank(x)
+    R0 = R.copy()
+    np.testing.assert_array_equal(gt.resynthesize(x, mask, responses=R), gt.resynthesize(x, mask))
+    np.testing.assert_array_equal(R, R0)  # not modified
+    with pytest.raises(InputError, match="responses have shape"):
+        gt.resynthesize(x, mask, responses=R[:3])

@@ -84,11 +84,22 @@ def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
     mx = test.mixture(test.entries[0])
     d1 = sep.decision_function(mx.mixture)
     d2 = back.decision_function(mx.mixture)
-    # float16 storage of the points moves decisions only slightly
+    # float16 storage of the points (and the float32 kernel of a loaded model) moves decisions
+    # only slightly
+    assert back.points_[0].dtype == np.float32
     assert np.mean((d1 > 0) == (d2 > 0)) > 0.99
     assert np.max(np.abs(d1 - d2)) < 0.05 * (np.max(np.abs(d1)) + 1e-12) + 1e-3
     y, mask = back.separate(mx.mixture, return_mask=True)
     assert y.shape == mx.mixture.shape and mask.shape == d2.shape and set(np.unique(mask)) <= {0, 1}
+    np.testing.assert_array_equal(mask, (d2 > 0).astype(np.uint8))
+    # the float32 kernel path agrees with the float64 one on the same (loaded) points
+    from fastifkl.separator import _decision
+
+    X = np.random.default_rng(3).standard_normal((50, 195))
+    c = 3
+    d32 = _decision(X, back.points_[c], back.coef_[c], back.bias_[c], back.sigma_[c])
+    d64 = _decision(X, back.points_[c].astype(np.float64), back.coef_[c], back.bias_[c], back.sigma_[c])
+    np.testing.assert_allclose(d32, d64, rtol=1e-4, atol=1e-4 * np.abs(back.coef_[c]).sum())
 
 
 def test_model_files_are_deterministic_serial_processes_dask(data, tmp_path):
