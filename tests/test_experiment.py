@@ -227,3 +227,30 @@ def test_quick_experiment_kl_svm_beats_g_svm_on_unseen_noises(corpus_dir, tmp_pa
         g = prim["scores"][f"G-SVM|{p}"]["mean_over_noises"]["hit_fa"]
         print(f"quick, {p} pitch: KL-SVM HIT-FA {kl:.4f}, G-SVM {g:.4f}, margin {100 * (kl - g):+.2f} points")
         assert kl > g, f"{p} pitch: KL-SVM HIT-FA {kl:.3f} is not above G-SVM {g:.3f}"
+
+
+def test_test_noises_from_another_directory(corpus_dir, tmp_path):
+    d = tmp_path / "my_noises"
+    d.mkdir()
+    for name in ("cafe", "wind"):
+        (d / f"{name}_rec.flac").symlink_to(corpus_dir / "noise" / f"{name}.flac")
+    cfg = exp.load_config(corpus=str(corpus_dir), test_noise_dir=str(d))
+    sel = exp.select_corpus(cfg)
+    assert [it.label for it in sel["test_noises"]] == ["cafe_rec", "wind_rec"]  # labels = file stems
+    assert len(sel["primary"]) == 10 and len(sel["control"]) == 10
+    assert len(sel["kernel"]) == 10 and len(sel["svm"]) == 30 and sel["tune"] == []
+    assert all(it.split == "kernel" for it in sel["kernel"])
+    assert {it.label for it in sel["primary"]} == {"ieee_male"}
+    (d / "ssn.flac").symlink_to(corpus_dir / "noise" / "ssn.flac")
+    with pytest.raises(InputError, match="include training noises: ssn.flac"):
+        exp.select_corpus(cfg)
+
+
+def test_default_selection_follows_the_corpus_splits(corpus_dir):
+    sel = exp.select_corpus(exp.load_config(corpus=str(corpus_dir), tune=True))
+    assert [it.label for it in sel["test_noises"]] == exp.Config().test_noises
+    assert [it.label for it in sel["train_noises"]] == exp.Config().train_noises
+    assert len(sel["tune"]) == 10 and all(it.split == "tune" for it in sel["tune"])
+    q = exp.select_corpus(exp.load_config(quick=True, corpus=str(corpus_dir)))
+    assert (len(q["kernel"]), len(q["svm"]), len(q["primary"]), len(q["control"])) == (4, 8, 3, 1)
+    assert exp.select_corpus(exp.load_config(corpus=str(corpus_dir), control=False))["control"] == []
