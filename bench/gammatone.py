@@ -49,6 +49,8 @@ def main(quick: bool = False) -> dict:
     n_threads = numba.get_num_threads()
     numba.set_num_threads(1)
     res["ours_1core"] = best_of(lambda: filterbank(x, sr, cfs), repeat) / secs
+    buf = np.empty((len(cfs), x.size))
+    res["ours_1core_reused_out"] = best_of(lambda: filterbank(x, sr, cfs, out=buf), repeat) / secs
     numba.set_num_threads(n_threads)
     res[f"ours_{n_threads}cores"] = best_of(lambda: filterbank(x, sr, cfs), repeat) / secs
 
@@ -75,7 +77,7 @@ def main(quick: bool = False) -> dict:
     ratios = {}
     for peer in ("gammatone_pkg", "scipy_lfilter"):
         if res.get(peer):
-            for mine in ("ours_1core", f"ours_{n_threads}cores"):
+            for mine in ("ours_1core", "ours_1core_reused_out", f"ours_{n_threads}cores"):
                 ratios[f"{peer}/{mine}"] = res[peer] / res[mine]
                 print(f"  ratio {peer} / {mine}: {ratios[f'{peer}/{mine}']:.1f}x")
     print(f"  first call in a fresh process (import + compile or cache load): {first:.2f} s")

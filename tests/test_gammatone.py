@@ -194,3 +194,13 @@ def test_resynthesize_reuses_given_responses():
     np.testing.assert_array_equal(R, R0)  # not modified
     with pytest.raises(InputError, match="responses have shape"):
         gt.resynthesize(x, mask, responses=R[:3])
+
+
+def test_filterbank_out_buffer():
+    x = np.random.default_rng(9).standard_normal(3000)
+    buf = np.full((64, 3000), np.nan)
+    r = gt.filterbank(x, out=buf)
+    assert r is buf
+    np.testing.assert_array_equal(buf, gt.filterbank(x))
+    with pytest.raises(InputError, match="out must be"):
+        gt.filterbank(x, out=np.empty((64, 2999)))
