@@ -257,12 +257,12 @@ def separate(
     """Separate speech from noise in each input; one bad file is reported and skipped (exit 1)."""
     from .evaluate import cached_model
     from .parallel import executor
-    from .separator import DEFAULT_MODEL, load_default
+    from .separator import DEFAULT_MODEL
 
-    if model is None:
-        load_default()  # a clear error if the default model is missing
-    model_path = str((model or DEFAULT_MODEL).resolve()) if (model or DEFAULT_MODEL).exists() else str(model)
-    cached_model(model_path)  # validate the model once, before any work (exit 2 on a bad model)
+    if model is None and not DEFAULT_MODEL.is_file():
+        fail(f"{DEFAULT_MODEL}: the default model is missing from this installation; pass -m MODEL")
+    model_path = str((model or DEFAULT_MODEL).resolve())
+    cached_model(model_path)  # load and validate once, before any work (exit 2 on a bad model)
     files = _expand_inputs(inputs)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0

@@ -23,6 +23,10 @@ def _load_model(path: str, mtime: float):
 def cached_model(path: str | os.PathLike):
     """Load a model once per process (worker processes re-use it across jobs)."""
     p = Path(path)
+    if not p.is_file():
+        from .separator import Separator
+
+        Separator.load(p)  # raises the one-line ModelError ("model file not found")
     return _load_model(str(p), p.stat().st_mtime)
 
 

@@ -196,6 +196,7 @@ def test_cli_input_errors_exit_2(tmp_path):
     cases = [
         (["separate", str(tmp_path / "nope.wav"), "-m", str(tmp_path / "bad.fkl")], "bad.fkl"),
         (["info", str(tmp_path / "missing.fkl")], "not found"),
+        (["separate", str(tmp_path / "x.wav"), "-m", str(tmp_path / "missing.fkl")], "missing.fkl: model file not found"),
         (["train", str(tmp_path / "empty"), "-o", str(tmp_path / "m.fkl")], "not a mixture set"),
         (["evaluate", str(tmp_path / "bad.fkl"), str(tmp_path / "empty")], "not a mixture set"),
     ]
