@@ -204,3 +204,130 @@ def test_filterbank_out_buffer():
     np.testing.assert_array_equal(buf, gt.filterbank(x))
     with pytest.raises(InputError, match="out must be"):
         gt.filterbank(x, out=np.empty((64, 2999)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The SIMD tile kernel against the generic Numba kernel (its scalar twin), the float32 output,
+# and the recycled output buffers
+
+
+def _scalar_twin(x, cfs, reverse_inplace_of=None):
+    pr, pi, g = gt._coeffs(cfs, SR)
+    if reverse_inplace_of is None:
+        out = np.empty((len(cfs), x.size))
+        gt._kernel(x, False, pr, pi, g, False, out, gt._per_task(len(cfs)))
+    else:
+        out = reverse_inplace_of.copy()
+        gt._kernel(x, True, pr, pi, g, True, out, gt._per_task(len(cfs)))
+    return out
+
+
+@pytest.mark.parametrize("n_ch", [1, 8, 9, 64, 71])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1003])
+def test_simd_tiles_match_scalar_kernel(n_ch, n):
+    """Whole 8-channel tiles, the C % 8 remainder, and the n % 8 tail of the time loop."""
+    rng = np.random.default_rng(n_ch * 1000 + n)
+    x = rng.standard_normal(n)
+    cfs = gt.erb_space(90, 7000, n_ch)
+    ref = _scalar_twin(x, cfs)
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(gt.filterbank(x, SR, cfs), ref, rtol=0, atol=1e-13 * scale)
+    # the backward in-place pass of resynthesis (per-channel input, reversed time)
+    pr, pi, g = gt._coeffs(cfs, SR)
+    back = ref.copy()
+    gt._bank_backward_inplace(pr, pi, g, back)
+    ref_back = _scalar_twin(x, cfs, reverse_inplace_of=ref)
+    np.testing.assert_allclose(back, ref_back, rtol=0, atol=1e-13 * np.abs(ref_back).max())
+
+
+def test_float32_output():
+    x = np.random.default_rng(10).standard_normal(4001)
+    r64 = gt.filterbank(x)
+    r32 = gt.filterbank(x, dtype=np.float32)
+    assert r32.dtype == np.float32 and r32.shape == r64.shape
+    np.testing.assert_allclose(r32, r64, rtol=0, atol=1e-6 * np.abs(r64).max())
+    assert np.abs(r32 - r64).max() > 0  # really rounded to float32
+    buf = np.empty((64, 4001), np.float32)
+    assert gt.filterbank(x, out=buf) is buf  # dtype taken from out
+    np.testing.assert_array_equal(buf, r32)
+    with pytest.raises(InputError, match="out must be"):
+        gt.filterbank(x, out=buf, dtype=np.float64)
+    with pytest.raises(InputError, match="dtype must be"):
+        gt.filterbank(x, dtype=np.int16)
+
+
+def test_float32_output_meets_the_accuracy_criteria():
+    """Peak within 2 % of cf, -3 dB bandwidth within 5 %, all-ones resynthesis >= 40 dB."""
+    cfs = gt.erb_space(80, 5000, 64)
+    imp = np.zeros(16000)
+    imp[0] = 1.0
+    h = gt.filterbank(imp, SR, cfs, dtype=np.float32).astype(np.float64)
+    nfft = 1 << 18
+    spec = np.abs(np.fft.rfft(h, nfft, axis=1))
+    freqs = np.fft.rfftfreq(nfft, 1 / SR)
+    for c, cf in enumerate(cfs):
+        s = spec[c]
+        k = int(np.argmax(s))
+        assert abs(freqs[k] - cf) / cf < 0.02, (cf, freqs[k])
+        lo, hi = k, k
+        while s[lo - 1] >= s[k] / np.sqrt(2):
+            lo -= 1
+        while s[hi + 1] >= s[k] / np.sqrt(2):
+            hi += 1
+        bw = freqs[hi] - freqs[lo]
+        bw_analytic = 2 * 1.019 * 24.7 * (4.37 * cf / 1000 + 1) * np.sqrt(2 ** 0.25 - 1)
+        assert abs(bw - bw_analytic) / bw_analytic < 0.05, (cf, bw, bw_analytic)
+    x = np.random.default_rng(3).standard_normal(3 * SR)
+    m = 1 + (x.size - 320) // 160
+    y = gt.resynthesize(x, np.ones((64, m)), SR, responses=gt.filterbank(x, dtype=np.float32))
+    xb, yb = bandlimit(x, 150, 4000)[800:-800], bandlimit(y, 150, 4000)[800:-800]
+    g = np.dot(xb, yb) / np.dot(yb, yb)
+    snr = 10 * np.log10(np.sum(xb ** 2) / np.sum((xb - g * yb) ** 2))
+    assert snr >= 40.0, snr
+
+
+def test_recycled_outputs_never_overwrite_live_results():
+    rng = np.random.default_rng(11)
+    x1, x2 = rng.standard_normal(3000), rng.standard_normal(3000)
+    gt.free_buffers()
+    r1 = gt.filterbank(x1)
+    ref1 = _scalar_twin(x1, gt.erb_space())
+    part = gt.filterbank(x1)[5:9, 100:]  # only a slice of a result survives
+    r2 = gt.filterbank(x2)
+    r3 = gt.filterbank(x2, dtype=np.float32)
+    for a, b in [(r1, part), (r1, r2), (part, r2), (r1, r3), (part, r3), (r2, r3)]:
+        assert not np.shares_memory(a, b)
+    np.testing.assert_allclose(r1, ref1, rtol=0, atol=1e-13 * np.abs(ref1).max())
+    np.testing.assert_allclose(part, ref1[5:9, 100:], rtol=0, atol=1e-13 * np.abs(ref1).max())
+    # once every reference is gone the memory is reused (no fresh page faults) ...
+    addr = r1.ctypes.data
+    del r1
+    r4 = gt.filterbank(x2)
+    assert r4.ctypes.data == addr
+    np.testing.assert_array_equal(r4, r2)
+    np.testing.assert_allclose(part, ref1[5:9, 100:], rtol=0, atol=1e-13 * np.abs(ref1).max())
+    # ... and free_buffers() lets it go; results stay valid
+    gt.free_buffers()
+    assert len(gt._POOL._bufs) == 0
+    np.testing.assert_array_equal(r4, r2)
+
+
+def test_recycled_outputs_are_thread_safe():
+    import threading
+
+    x = [np.random.default_rng(20 + k).standard_normal(2000) for k in range(4)]
+    refs = [_scalar_twin(xk, gt.erb_space()) for xk in x]
+    errors = []
+
+    def work(k):
+        for _ in range(5):
+            r = gt.filterbank(x[k])
+            if not np.allclose(r, refs[k], rtol=0, atol=1e-12 * np.abs(refs[k]).max()):
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
