@@ -580,8 +580,8 @@ def _lowrank_factor(K0: np.ndarray, evals: np.ndarray, evecs: np.ndarray, rank: 
 def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1.0, *,
                  mode: str = "exact", rank: int | None = None, rank_tol: float = 0.01,
                  factor: Any = None, tol: float = 1e-3, max_sweeps: int = 100,
-                 similar_first: bool = False, track_S: bool = True, block: int = 64,
-                 time_sweeps: bool = False) -> ITMLResult:
+                 similar_first: bool = False, order: str | None = None, seed: Any = 0,
+                 track_S: bool = True, block: int = 64, time_sweeps: bool = False) -> ITMLResult:
     """Learn a kernel by ITML Bregman projections (paper Eq. 7-8).
 
     Parameters
@@ -607,8 +607,16 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
     max_sweeps : int
         Hard cap on sweeps over the constraints.
     similar_first : bool
-        Process all similar constraints before the dissimilar ones (the order of
-        ``metric_learn.ITML``); otherwise the given order.
+        Shorthand for ``order="similar_first"``.
+    order : {"given", "similar_first", "random"}, optional
+        The cyclic order of the projections: as given; all similar constraints before the
+        dissimilar ones (the order of ``metric_learn.ITML``); or one seeded random permutation,
+        kept for every sweep.  The optimum does not depend on it, but the kernel after a capped
+        number of sweeps does: on real channel features, 20 sweeps in random order satisfy
+        about 91 % of the constraints against 77-84 % in the given (domain-pair-blocked) order
+        (``python bench/itml_satisfaction.py``).  Default: "given" (or "similar_first").
+    seed : int or sequence of int
+        Seed of the random order.
     track_S : bool
         Exact mode: carry S = K0^-1 (K - K0) K0^-1 for the out-of-sample kernel (about 3x the
         K-only cost per active projection, measured).
@@ -631,6 +639,8 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
         raise InputError(f"thresholds must be positive and finite, got u={u}, l={l}")
     if mode not in ("exact", "lowrank"):
         raise InputError(f"mode must be 'exact' or 'lowrank', got {mode!r}")
+    if order not in (None, "given", "similar_first", "random"):
+        raise InputError(f"order must be 'given', 'similar_first' or 'random', got {order!r}")
     max_sweeps = int(max_sweeps)
     if max_sweeps < 1:
         raise InputError(f"max_sweeps must be >= 1, got {max_sweeps}")
@@ -659,7 +669,14 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
         if mode == "lowrank":
             G, P, rank, trunc = _lowrank_factor(K0, evals, evecs, rank, rank_tol)
 
-    order = np.argsort(~similar, kind="stable") if similar_first else np.arange(len(i))
+    if order is None:
+        order = "similar_first" if similar_first else "given"
+    if order == "given":
+        order = np.arange(len(i))
+    elif order == "similar_first":
+        order = np.argsort(~similar, kind="stable")
+    else:
+        order = np.random.default_rng(seed).permutation(len(i))
     ci = np.ascontiguousarray(i[order])
     cj = np.ascontiguousarray(j[order])
     delta = np.where(similar[order], 1.0, -1.0)

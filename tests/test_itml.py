@@ -94,6 +94,27 @@ def test_exact_equals_numpy_reference(similar_first, block, gamma):
     assert res.n_updates > 0
 
 
+def test_random_order_is_a_seeded_permutation():
+    """order="random": the NumPy reference run on the permuted constraints, lambdas returned in
+    the caller's order; same seed same result, other seed another result."""
+    Xp, sigma, K0, cons, u, l = _problem(3, per=12, D=3)
+    i, j, s = cons
+    res = itml.learn_kernel(K0, cons, u, l, 1.0, mode="exact", order="random", seed=7, block=5, max_sweeps=10)
+    perm = np.random.default_rng(7).permutation(len(i))
+    Kn, Sn, lamn, sweeps = naive_kernel_itml(K0, i[perm], j[perm], s[perm], u, l, 1.0, max_sweeps=10)
+    assert res.n_sweeps == sweeps
+    assert _rel(res.K, Kn) < 1e-10 and _rel(res.S, Sn) < 1e-10
+    assert _rel(res.lambdas[perm], lamn) < 1e-10
+    again = itml.learn_kernel(K0, cons, u, l, 1.0, mode="exact", order="random", seed=7, block=5, max_sweeps=10)
+    assert np.array_equal(again.K, res.K)
+    other = itml.learn_kernel(K0, cons, u, l, 1.0, mode="exact", order="random", seed=8, block=5, max_sweeps=10)
+    assert _rel(other.K, res.K) > 1e-8
+    given = itml.learn_kernel(K0, cons, u, l, 1.0, mode="exact", order="given", block=5, max_sweeps=10)
+    assert _rel(given.K, res.K) > 1e-8
+    with pytest.raises(InputError, match="order"):
+        itml.learn_kernel(K0, cons, u, l, 1.0, order="shuffled")
+
+
 def test_numpy_twins_match_kernels():
     Xp, sigma, K0, cons, u, l = _problem(2, per=10, D=3)
     i, j, s = cons
