@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "itml.jsonl"
 
 
 def synthetic_channel(seed: int, n_domains: int = 5, per_domain: int = 100, d: int = 195,
-                      pool: int = 600):
+                      pool: int = 600, class_shift: float = 1.2):
     """Feature-like data: a 12-dim latent (class + per-domain shift + noise) mapped to d dims,
     plus small isotropic noise, z-scored.  Returns X (pool*n_domains, d), labels, domains."""
     rng = np.random.default_rng(seed)
@@ -41,7 +41,7 @@ def synthetic_channel(seed: int, n_domains: int = 5, per_domain: int = 100, d: i
     labels = (rng.random(N) < 0.4).astype(np.int64)
     domains = np.repeat(np.arange(n_domains), pool)
     shift = rng.normal(scale=0.8, size=(n_domains, 12))
-    Z = rng.normal(size=(N, 12)) + 1.2 * labels[:, None] * np.eye(12)[0] + shift[domains]
+    Z = rng.normal(size=(N, 12)) + class_shift * labels[:, None] * np.eye(12)[0] + shift[domains]
     X = Z @ rng.normal(size=(12, d)) + 0.3 * rng.normal(size=(N, d))
     X = (X - X.mean(0)) / X.std(0)
     return X, labels, domains
