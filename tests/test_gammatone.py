@@ -222,7 +222,7 @@ def _scalar_twin(x, cfs, reverse_inplace_of=None):
     return out
 
 
-@pytest.mark.parametrize("n_ch", [1, 8, 9, 64, 71])
+@pytest.mark.parametrize("n_ch", [1, 8, 9, 16, 64, 71])
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 1003])
 def test_simd_tiles_match_scalar_kernel(n_ch, n):
     """Whole 8-channel tiles, the C % 8 remainder, and the n % 8 tail of the time loop."""
@@ -232,6 +232,10 @@ def test_simd_tiles_match_scalar_kernel(n_ch, n):
     ref = _scalar_twin(x, cfs)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(gt.filterbank(x, SR, cfs), ref, rtol=0, atol=1e-13 * scale)
+    # float32: 16-channel tiles in float32 arithmetic, remainder channels through _group
+    r32 = gt.filterbank(x, SR, cfs, dtype=np.float32)
+    assert r32.dtype == np.float32
+    assert (np.abs(r32 - ref).max(axis=1) / np.abs(ref).max(axis=1)).max() < 3e-5
     # the backward in-place pass of resynthesis (per-channel input, reversed time)
     pr, pi, g = gt._coeffs(cfs, SR)
     back = ref.copy()
@@ -245,8 +249,10 @@ def test_float32_output():
     r64 = gt.filterbank(x)
     r32 = gt.filterbank(x, dtype=np.float32)
     assert r32.dtype == np.float32 and r32.shape == r64.shape
-    np.testing.assert_allclose(r32, r64, rtol=0, atol=1e-6 * np.abs(r64).max())
-    assert np.abs(r32 - r64).max() > 0  # really rounded to float32
+    # float32 arithmetic: within 3e-5 of each channel's peak (measured: < 1e-5)
+    rel = np.abs(r32 - r64).max(axis=1) / np.abs(r64).max(axis=1)
+    assert rel.max() < 3e-5, rel.max()
+    assert np.abs(r32 - r64).max() > 0  # really float32
     buf = np.empty((64, 4001), np.float32)
     assert gt.filterbank(x, out=buf) is buf  # dtype taken from out
     np.testing.assert_array_equal(buf, r32)
