@@ -33,7 +33,7 @@ from .errors import InputError, ModelError
 
 _PARAMS = (
     "kernel", "C", "sigma", "sigma_scale", "gamma", "per_domain", "itml_mode", "rank", "max_sweeps",
-    "tol", "max_train", "units_per_mixture", "lc_db", "pitch", "n_channels", "fmin", "fmax", "seed",
+    "tol", "max_train", "units_per_mixture", "lc_db", "pitch", "n_channels", "fmin", "fmax", "seed", "svm_prior",
 )
 
 
@@ -96,6 +96,9 @@ class TrainingData:
     digest: str
     pitch: str
     info: dict = field(default_factory=dict)
+    # (C, 2) IBM counts (label 0, label 1) per channel over all frames of the SVM-training
+    # mixtures: the class prior the SVM training sample can be drawn with (``svm_prior``)
+    class_counts: np.ndarray | None = None
 
 
 def _stats_merge(a, b):
@@ -135,7 +138,10 @@ def _mixture_job(job: dict) -> dict:
             sel.append(idx)
         sel = np.concatenate(sel)
         picks.append((X[sel, c, :].copy(), y[sel].astype(np.int8)))
-    return {"stats": (X.shape[0], mean, m2), "picks": picks, "role": job["role"], "domain": job["domain"]}
+    n1 = ibm.astype(np.int64).sum(axis=1)
+    counts = np.stack([ibm.shape[1] - n1, n1], axis=1)  # (C, 2)
+    return {"stats": (X.shape[0], mean, m2), "picks": picks, "role": job["role"], "domain": job["domain"],
+            "counts": counts}
 
 
 def prepare(
@@ -188,10 +194,13 @@ def prepare(
     n_ch = len(cfs)
     pools = {"kernel": [[] for _ in range(n_ch)], "svm": [[] for _ in range(n_ch)]}
     stats = None
+    counts = np.zeros((len(cfs), 2), dtype=np.int64)
     ex = make_executor() if executor is None else executor
     try:
         for res in ex.imap(_mixture_job, jobs):
             stats = _stats_merge(stats, res["stats"])
+            if res["role"] == "svm":
+                counts += res["counts"]
             for c, (Xc, yc) in enumerate(res["picks"]):
                 pools[res["role"]][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
             if progress is not None:
@@ -221,6 +230,7 @@ def prepare(
         digest=mixset.digest(),
         pitch=pitch,
         info={"mixtures": len(jobs), "kernel_mixtures": n_kernel, "svm_mixtures": len(jobs) - n_kernel},
+        class_counts=counts,
     )
 
 
@@ -253,7 +263,7 @@ def _fit_channel(job: dict) -> dict:
 def _fit_channel_body(job: dict) -> dict:
     from .itml import cross_domain_constraints, distance_thresholds, learn_kernel
     from .kernels import LearnedKernel, gaussian, median_sigma
-    from .svm import ChannelSVM, balanced_subsample
+    from .svm import ChannelSVM, balanced_subsample, prior_subsample
 
     p = job["params"]
     c = job["channel"]
@@ -262,7 +272,13 @@ def _fit_channel_body(job: dict) -> dict:
     sv_units: ChannelUnits = job["svm"]
     if sv_units.y.size == 0:
         raise InputError("no SVM training mixtures (every mixture was used for kernel learning)")
-    take = balanced_subsample(sv_units.y, p["max_train"], rng)
+    counts = job.get("counts")
+    if p.get("svm_prior", "balanced") == "natural" and counts is not None and counts.sum() > 0:
+        # the class mix of the SVM's training sample = the IBM prior of this channel in the
+        # training mixtures (the class-balanced pool is subsampled to it)
+        take = prior_subsample(sv_units.y, p["max_train"], float(counts[1] / counts.sum()), rng)
+    else:
+        take = balanced_subsample(sv_units.y, p["max_train"], rng)
     Xs = (sv_units.X[take] - mean) / std
     ys = sv_units.y[take]
     info: dict[str, Any] = {"n_train": int(ys.size), "n_pos": int(ys.sum())}
@@ -373,13 +389,16 @@ class Separator:
         Pitch for the training features: tracked on the mixture, or on the premixed speech.
     n_channels, fmin, fmax : the gammatone filterbank.
     seed : int
+    svm_prior : {"balanced", "natural"}
+        Class mix of each channel's SVM training sample: equal numbers of both IBM labels, or
+        the channel's IBM prior in the training mixtures (what the test mixtures look like).
     """
 
     def __init__(self, kernel: str = "learned", C: float = 1.0, sigma: float | None = None, sigma_scale: float = 1.0,
                  gamma: float = 1.0, per_domain: int = 100, itml_mode: str = "lowrank", rank: int | None = None,
                  max_sweeps: int = 20, tol: float = 1e-3, max_train: int = 1500, units_per_mixture: int = 40,
                  lc_db: float = -10.0, pitch: str = "estimated", n_channels: int = N_CHANNELS, fmin: float = FMIN,
-                 fmax: float = FMAX, seed: int = 0):
+                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "balanced"):
         self.kernel = kernel
         self.C = C
         self.sigma = sigma
@@ -398,6 +417,7 @@ class Separator:
         self.fmin = fmin
         self.fmax = fmax
         self.seed = seed
+        self.svm_prior = svm_prior
 
     # -- scikit-learn conventions -------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
@@ -420,6 +440,8 @@ class Separator:
             raise InputError(f"itml_mode must be 'lowrank' or 'exact', got {self.itml_mode!r}")
         if self.pitch not in ("true", "estimated"):
             raise InputError(f"pitch must be 'true' or 'estimated', got {self.pitch!r}")
+        if self.svm_prior not in ("balanced", "natural"):
+            raise InputError(f"svm_prior must be 'balanced' or 'natural', got {self.svm_prior!r}")
         for k in ("C", "gamma", "sigma_scale"):
             v = getattr(self, k)
             if not (np.isfinite(v) and v > 0):
@@ -472,7 +494,8 @@ class Separator:
         params = {k: getattr(self, k) for k in _PARAMS}
         n_ch = len(data.cfs)
         jobs = ({"channel": c, "params": params, "mean": data.mean[c], "std": data.std[c], "svm": data.svm_units[c],
-                 "kernel_units": data.kernel_units[c], "check": check} for c in range(n_ch))
+                 "kernel_units": data.kernel_units[c], "check": check,
+                 "counts": None if data.class_counts is None else data.class_counts[c]} for c in range(n_ch))
         ex = make_executor() if executor is None else executor
         chans = []
         try:

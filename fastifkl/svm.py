@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError, ModelError
 
-__all__ = ["ChannelSVM", "balanced_subsample"]
+__all__ = ["ChannelSVM", "balanced_subsample", "prior_subsample"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,6 +79,48 @@ def balanced_subsample(labels: np.ndarray, cap: int | None, rng: np.random.Gener
             take[kk] = share + (1 if pos >= len(open_) - extra else 0)
         break
     chosen = [rng.choice(g, size=int(t), replace=False) for g, t in zip(groups, take) if t > 0]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def prior_subsample(labels: np.ndarray, cap: int | None, prior: float,
+                    rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Indices of at most ``cap`` binary-labelled points whose share of label 1 is ``prior``.
+
+    Used to give an SVM the class mix of the data it will label (the IBM prior of a channel)
+    when the candidate pool was drawn class-balanced.  The largest sample with that mix is
+    taken (capped by ``cap`` and by the size of each class); with a class too small for the
+    wanted share, all of it is taken and the other class is cut to keep the ratio.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (n,) of 0/1
+    cap : int or None
+        Maximum number of indices (None: no cap).
+    prior : float in [0, 1]
+        Wanted share of label 1.
+    rng : numpy Generator, int seed or None
+
+    Returns
+    -------
+    ndarray of int64, sorted indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError(f"labels must be one-dimensional, got shape {labels.shape}")
+    if not 0.0 <= prior <= 1.0:
+        raise InputError(f"prior must lie in [0, 1], got {prior!r}")
+    rng = np.random.default_rng(rng)
+    pos = np.flatnonzero(labels > 0)
+    neg = np.flatnonzero(labels <= 0)
+    if pos.size == 0 or neg.size == 0 or prior in (0.0, 1.0):
+        return balanced_subsample(labels, cap, rng)
+    total = labels.size if cap is None else min(int(cap), labels.size)
+    if total < 1:
+        raise InputError(f"the training-point cap must be >= 1, got {cap}")
+    total = min(total, int(pos.size / prior), int(neg.size / (1.0 - prior)))
+    n_pos = min(pos.size, max(1, int(round(total * prior))))
+    n_neg = min(neg.size, max(1, total - n_pos))
+    chosen = [rng.choice(pos, size=n_pos, replace=False), rng.choice(neg, size=n_neg, replace=False)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 

@@ -33,7 +33,8 @@ def _subset(data, chans):
     from dataclasses import replace
 
     return replace(data, cfs=data.cfs[chans], kernel_units=[data.kernel_units[c] for c in chans],
-                   svm_units=[data.svm_units[c] for c in chans], mean=data.mean[chans], std=data.std[chans])
+                   svm_units=[data.svm_units[c] for c in chans], mean=data.mean[chans], std=data.std[chans],
+                   class_counts=None if data.class_counts is None else data.class_counts[chans])
 
 
 def tune_on_data(sep, data, tune_set, *, executor, channel_step: int = 4, progress=None, log=None) -> dict:

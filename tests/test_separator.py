@@ -49,6 +49,29 @@ def test_prepare_uses_kernel_split_and_balances(data):
     assert data.mean.shape == (8, 195) and np.all(data.std > 0)
 
 
+def test_prepare_counts_the_ibm_prior_of_the_svm_mixtures(corpus, data):
+    from fastifkl.separator import cfs_for, ideal_mask
+
+    _, train, _ = corpus
+    want = np.zeros((8, 2), dtype=np.int64)
+    for e in train.entries:
+        if e.split != "kernel":
+            mx = train.mixture(e)
+            m = ideal_mask(mx.speech, mx.noise, cfs_for(8), -10.0).astype(np.int64)
+            want += np.stack([(1 - m).sum(1), m.sum(1)], axis=1)
+    np.testing.assert_array_equal(data.class_counts, want)
+
+
+def test_natural_prior_training_sample_follows_the_counts(data):
+    sep = Separator(kernel="gaussian", svm_prior="natural", **SMALL).fit_data(data)
+    for c, info in enumerate(sep.channel_info_):
+        n0, n1 = data.class_counts[c]
+        if n1 and n0:
+            assert abs(info["n_pos"] / info["n_train"] - n1 / (n0 + n1)) < 0.02
+    with pytest.raises(InputError, match="svm_prior"):
+        Separator(svm_prior="equal").fit_data(data)
+
+
 @pytest.mark.parametrize("kernel", ["gaussian", "learned"])
 def test_folded_decision_equals_svm_on_its_kernel(data, kernel):
     sep = Separator(kernel=kernel, **SMALL).fit_data(data, check=True)

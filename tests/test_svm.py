@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastifkl.errors import InputError, ModelError
-from fastifkl.svm import ChannelSVM, _libsvm_decision, _train_libsvm, balanced_subsample
+from fastifkl.svm import ChannelSVM, _libsvm_decision, _train_libsvm, balanced_subsample, prior_subsample
 
 
 def _gauss(a, b, sigma):
@@ -182,3 +182,21 @@ def test_balanced_subsample_is_uniform_within_class():
     np.testing.assert_array_equal(counts[40:], 2000)  # all 10 ones always taken
     p = counts[:40] / 2000  # each zero chosen with probability 10/40
     assert np.all(np.abs(p - 0.25) < 0.06)
+
+
+def test_prior_subsample_keeps_the_wanted_class_mix():
+    labels = np.r_[np.zeros(3000, int), np.ones(3000, int)]  # a class-balanced pool
+    idx = prior_subsample(labels, 2000, 0.3, 7)
+    assert idx.size == 2000 and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [1400, 600])
+    np.testing.assert_array_equal(idx, prior_subsample(labels, 2000, 0.3, 7))  # seeded
+    # the rarer class limits the sample: 100 ones at prior 0.25 -> 300 zeros, not 1900
+    lab = np.r_[np.zeros(3000, int), np.ones(100, int)]
+    np.testing.assert_array_equal(np.bincount(lab[prior_subsample(lab, 2000, 0.25, 0)]), [300, 100])
+    # no cap: as many as the mix allows
+    np.testing.assert_array_equal(np.bincount(labels[prior_subsample(labels, None, 0.75, 0)]), [1000, 3000])
+    # one class present, or a degenerate prior: falls back to the balanced sample
+    np.testing.assert_array_equal(prior_subsample(np.ones(50, int), 10, 0.3, 0), balanced_subsample(np.ones(50, int), 10, 0))
+    np.testing.assert_array_equal(prior_subsample(labels, 10, 0.0, 0), balanced_subsample(labels, 10, 0))
+    with pytest.raises(InputError, match="prior"):
+        prior_subsample(labels, 10, 1.5, 0)
