@@ -435,23 +435,25 @@ class _BufferPool:
     """Recycles the memory of ``filterbank`` outputs that the caller has dropped.
 
     A fresh 64-channel float64 output is 8 MB per second of audio, and writing it for the first
-    time costs the kernel's page faults (zeroing every page), about twice the filtering itself.
-    Outputs are therefore views of pooled raw buffers.  A buffer is handed out again only when
-    the pool holds the *only* reference to it -- every view of a result keeps its buffer
-    referenced (``arr.base``), so a result (or any slice of it) that is still alive is never
-    overwritten.  At most ``max_buffers`` buffers, each at most ``max_bytes``, are kept; when
-    none is free a new one is allocated.  :func:`free_buffers` empties the pool.
+    time costs the kernel's page faults (zeroing every page), about as long as the filtering
+    itself.  Outputs are therefore views of pooled raw buffers.  A buffer is handed out again
+    only when nothing but the pool references it: every view of a result keeps its buffer
+    referenced (``arr.base``; so does a memoryview or any other buffer export), so a result,
+    or any slice of it, that is still alive is never overwritten.  "Nothing but the pool" is
+    the buffer's reference count right after it was created, measured by the same expression
+    (no assumption about how the interpreter counts).  At most ``max_buffers`` buffers, each
+    at most ``max_bytes``, are kept; when none is free a new one is allocated.
+    :func:`free_buffers` empties the pool.
     """
 
     def __init__(self, max_buffers: int = 2, max_bytes: int = 1 << 30):
         self.max_buffers = max_buffers
         self.max_bytes = max_bytes
-        self._bufs: list[np.ndarray] = []
+        self._bufs: list[list] = []  # [raw uint8 buffer, its reference count when unused]
         self._lock = threading.Lock()
 
-    def _free(self, i: int) -> bool:
-        # references: the list slot and getrefcount's own argument
-        return sys.getrefcount(self._bufs[i]) == 2
+    def _free(self, entry: list) -> bool:
+        return sys.getrefcount(entry[0]) == entry[1]
 
     def empty(self, shape: tuple, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
@@ -459,21 +461,19 @@ class _BufferPool:
         if need == 0 or need > self.max_bytes:
             return np.empty(shape, dtype)
         with self._lock:
-            best = -1
-            for i in range(len(self._bufs)):
-                if self._bufs[i].nbytes >= need and self._free(i):
-                    if best < 0 or self._bufs[i].nbytes < self._bufs[best].nbytes:
-                        best = i
-            if best < 0:
-                raw = np.empty(need, np.uint8)
-                free = [i for i in range(len(self._bufs)) if self._free(i)]
-                if len(self._bufs) >= self.max_buffers and free:
-                    del self._bufs[free[0]]
-                if len(self._bufs) < self.max_buffers:
-                    self._bufs.append(raw)
+            fits = [e for e in self._bufs if e[0].nbytes >= need and self._free(e)]
+            if fits:
+                entry = min(fits, key=lambda e: e[0].nbytes)
             else:
-                raw = self._bufs[best]
-            return raw[:need].view(dtype).reshape(shape)  # .base is raw: keeps it referenced
+                if len(self._bufs) >= self.max_buffers:
+                    free = [e for e in self._bufs if self._free(e)]
+                    if not free:
+                        return np.empty(shape, dtype)
+                    self._bufs.remove(free[0])
+                entry = [np.empty(need, np.uint8), 0]
+                self._bufs.append(entry)
+                entry[1] = sys.getrefcount(entry[0])  # unused: referenced by the pool only
+            return entry[0][:need].view(dtype).reshape(shape)  # .base is the raw buffer
 
     def clear(self) -> None:
         with self._lock:
