@@ -318,6 +318,20 @@ def test_recycled_outputs_never_overwrite_live_results():
     np.testing.assert_array_equal(r4, r2)
 
 
+def test_pool_is_bounded_and_evicts_free_buffers():
+    x = np.random.default_rng(12).standard_normal(5000)
+    gt.free_buffers()
+    small = [gt.filterbank(x[:1000]), gt.filterbank(x[:1200])]  # fills the pool (2 buffers)
+    third = gt.filterbank(x[:1100])  # pool full, nothing free: a plain array, not pooled
+    assert len(gt._POOL._bufs) == 2 and third.base is None
+    del small
+    big = gt.filterbank(x)  # both pooled buffers free but too small: one is replaced
+    assert len(gt._POOL._bufs) == 2
+    assert any(big.base is e[0] for e in gt._POOL._bufs)
+    np.testing.assert_allclose(big, _scalar_twin(x, gt.erb_space()), rtol=0, atol=1e-13 * np.abs(big).max())
+    gt.free_buffers()
+
+
 def test_recycled_outputs_are_thread_safe():
     import threading
 
