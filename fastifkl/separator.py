@@ -5,8 +5,9 @@ Training, per channel c (64 independent jobs):
 1. kernel learning (``kernel="learned"``): ~``per_domain`` units from each training noise
    (domain) of the kernel-learning mixtures, cross-domain constraints, K0 = Gaussian(sigma),
    thresholds u/l at the 5th/95th percentiles, kernel ITML -> :class:`~fastifkl.kernels.LearnedKernel`;
-2. a LIBSVM C-SVC on the Gram matrix of at most ``max_train`` class-balanced units of the SVM
-   training mixtures under that kernel (KL-SVM) or under the Gaussian kernel (G-SVM).
+2. a LIBSVM C-SVC on the Gram matrix of at most ``max_train`` units of the SVM training
+   mixtures, drawn with the channel's IBM prior in those mixtures (``svm_prior="natural"``; or
+   class-balanced), under that kernel (KL-SVM) or under the Gaussian kernel (G-SVM).
 
 Prediction folds the learned kernel into the SVM.  With support vectors s_i, dual
 coefficients a_i and landmarks x_1..x_n of the learned kernel (paper Eq. 9),
@@ -380,7 +381,7 @@ class Separator:
         Low-rank ITML rank (None: smallest rank with <= 5 % truncation error of K0).
     max_sweeps, tol : ITML stopping rule.
     max_train : int
-        SVM training units per channel (class-balanced subsample).
+        SVM training units per channel (subsample with the class mix of ``svm_prior``).
     units_per_mixture : int
         Per class and channel, units kept from each training mixture before subsampling.
     lc_db : float
@@ -396,9 +397,9 @@ class Separator:
 
     def __init__(self, kernel: str = "learned", C: float = 1.0, sigma: float | None = None, sigma_scale: float = 1.0,
                  gamma: float = 1.0, per_domain: int = 100, itml_mode: str = "lowrank", rank: int | None = None,
-                 max_sweeps: int = 20, tol: float = 1e-3, max_train: int = 1500, units_per_mixture: int = 40,
+                 max_sweeps: int = 20, tol: float = 1e-3, max_train: int = 3000, units_per_mixture: int = 40,
                  lc_db: float = -10.0, pitch: str = "estimated", n_channels: int = N_CHANNELS, fmin: float = FMIN,
-                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "balanced"):
+                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural"):
         self.kernel = kernel
         self.C = C
         self.sigma = sigma
