@@ -128,10 +128,9 @@ class Config:
         return self
 
 
-# --quick: the protocol scaled down for CI; measured 135 s wall on the 2-core machine (load ~2)
-# with class-balanced SVM training; with svm_prior="natural" (the default since issue 6) 380 s
-# on a machine loaded by two other jobs, KL-SVM above G-SVM by +5.7 (true pitch) and +2.1
-# (estimated pitch) points of mean HIT-FA
+# --quick: the protocol scaled down for CI; with svm_prior="natural" (the default since issue 6)
+# measured 127 s wall on the idle 2-core machine (380 s while two other jobs loaded it), KL-SVM
+# above G-SVM by +5.7 (true pitch) and +2.1 (estimated pitch) points of mean HIT-FA
 QUICK = {
     "n_kernel": 4,
     "n_svm": 8,
