@@ -140,7 +140,8 @@ def train(
     sigma: Optional[float] = typer.Option(None, "--sigma", help="Gaussian width (default: median heuristic x --sigma-scale)."),
     sigma_scale: float = typer.Option(1.0, "--sigma-scale"),
     per_domain: int = typer.Option(100, "--per-domain", help="Units per noise condition and channel for the constraints."),
-    max_train: int = typer.Option(1500, "--max-train", help="SVM training units per channel (class-balanced)."),
+    max_train: int = typer.Option(3000, "--max-train", help="SVM training units per channel (class mix set by --svm-prior)."),
+    svm_prior: str = typer.Option("natural", "--svm-prior", help="Class mix of the SVM training units: 'natural' (the channel's IBM prior in the training mixtures) or 'balanced' (1:1)."),
     itml_mode: str = typer.Option("lowrank", "--itml-mode", help="lowrank or exact."),
     rank: Optional[int] = typer.Option(64, "--rank", help="Rank of the low-rank ITML."),
     max_sweeps: int = typer.Option(20, "--max-sweeps"),
@@ -169,7 +170,7 @@ def train(
         fail(f"{set_dir}: no mixtures left for training")
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
-                    n_channels=channels)
+                    n_channels=channels, svm_prior=svm_prior)
     sep._check_params()
     t0 = time.perf_counter()
     with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:
