@@ -94,7 +94,10 @@ class Config:
     stoi: bool = True
     tune: bool = False
     workers: int = 2
-    separator: dict = field(default_factory=dict)  # Separator parameters (default: Separator's defaults)
+    # Separator parameters on top of Separator's defaults.  The protocol learns the kernel in exact
+    # mode (paper Eq. 8 on the full n x n matrix): on real channel features the low-rank mode
+    # satisfies 11-31 % of the training constraints against 77-91 % (bench/itml_satisfaction.py).
+    separator: dict = field(default_factory=lambda: {"itml_mode": "exact"})
 
     def check(self) -> "Config":
         for p in self.pitches:
