@@ -143,6 +143,7 @@ def train(
     max_train: int = typer.Option(3000, "--max-train", help="SVM training units per channel (class mix set by --svm-prior)."),
     svm_prior: str = typer.Option("natural", "--svm-prior", help="Class mix of the SVM training units: 'natural' (the channel's IBM prior in the training mixtures) or 'balanced' (1:1)."),
     itml_mode: str = typer.Option("lowrank", "--itml-mode", help="lowrank or exact."),
+    itml_order: str = typer.Option("given", "--itml-order", help="Order of the ITML projections: given, similar_first or random (seeded)."),
     rank: Optional[int] = typer.Option(64, "--rank", help="Rank of the low-rank ITML."),
     max_sweeps: int = typer.Option(20, "--max-sweeps"),
     channels: int = typer.Option(64, "--channels", help="Gammatone channels (80-5000 Hz)."),
@@ -170,7 +171,7 @@ def train(
         fail(f"{set_dir}: no mixtures left for training")
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
-                    n_channels=channels, svm_prior=svm_prior)
+                    n_channels=channels, svm_prior=svm_prior, itml_order=itml_order)
     sep._check_params()
     t0 = time.perf_counter()
     with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:

@@ -35,6 +35,7 @@ from .errors import InputError, ModelError
 _PARAMS = (
     "kernel", "C", "sigma", "sigma_scale", "gamma", "per_domain", "itml_mode", "rank", "max_sweeps",
     "tol", "max_train", "units_per_mixture", "lc_db", "pitch", "n_channels", "fmin", "fmax", "seed", "svm_prior",
+    "itml_order",
 )
 
 
@@ -300,7 +301,8 @@ def _fit_channel_body(job: dict) -> dict:
             K0 = gaussian(Xl, sigma=sigma)
             u, l = distance_thresholds(K0, cons)
             res = learn_kernel(K0, cons, u, l, p["gamma"], mode=p["itml_mode"], rank=p["rank"],
-                               tol=p["tol"], max_sweeps=p["max_sweeps"])
+                               tol=p["tol"], max_sweeps=p["max_sweeps"], order=p.get("itml_order", "given"),
+                               seed=[p["seed"], 2000 + c])
             lk = LearnedKernel.from_result(Xl, sigma, res)
             info.update(n_landmarks=int(Xl.shape[0]), n_constraints=int(cons[0].size), u=float(u), l=float(l),
                         sweeps=int(res.n_sweeps), converged=bool(res.converged), rank=res.rank,
@@ -377,8 +379,11 @@ class Separator:
     per_domain : int
         Units per training noise (domain) and channel for the cross-domain constraints.
     itml_mode : {"lowrank", "exact"}
+    itml_order : {"given", "similar_first", "random"}
+        Order of the ITML projections (see :func:`fastifkl.itml.learn_kernel`); "random" is a
+        permutation seeded by ``seed`` and the channel.
     rank : int or None
-        Low-rank ITML rank (None: smallest rank with <= 5 % truncation error of K0).
+        Low-rank ITML rank (None: smallest rank with <= 1 % relative Frobenius truncation error of K0).
     max_sweeps, tol : ITML stopping rule.
     max_train : int
         SVM training units per channel (subsample with the class mix of ``svm_prior``).
@@ -399,7 +404,7 @@ class Separator:
                  gamma: float = 1.0, per_domain: int = 100, itml_mode: str = "lowrank", rank: int | None = None,
                  max_sweeps: int = 20, tol: float = 1e-3, max_train: int = 3000, units_per_mixture: int = 40,
                  lc_db: float = -10.0, pitch: str = "estimated", n_channels: int = N_CHANNELS, fmin: float = FMIN,
-                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural"):
+                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural", itml_order: str = "given"):
         self.kernel = kernel
         self.C = C
         self.sigma = sigma
@@ -419,6 +424,7 @@ class Separator:
         self.fmax = fmax
         self.seed = seed
         self.svm_prior = svm_prior
+        self.itml_order = itml_order
 
     # -- scikit-learn conventions -------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
@@ -439,6 +445,8 @@ class Separator:
             raise InputError(f"kernel must be 'learned' or 'gaussian', got {self.kernel!r}")
         if self.itml_mode not in ("lowrank", "exact"):
             raise InputError(f"itml_mode must be 'lowrank' or 'exact', got {self.itml_mode!r}")
+        if self.itml_order not in ("given", "similar_first", "random"):
+            raise InputError(f"itml_order must be 'given', 'similar_first' or 'random', got {self.itml_order!r}")
         if self.pitch not in ("true", "estimated"):
             raise InputError(f"pitch must be 'true' or 'estimated', got {self.pitch!r}")
         if self.svm_prior not in ("balanced", "natural"):

@@ -87,6 +87,20 @@ def test_learned_kernel_exact_and_lowrank_modes_both_train(data):
         assert max(i["fold_check_max_abs_err"] for i in sep.channel_info_) < 1e-8
 
 
+def test_itml_order_random_is_seeded(data):
+    """The random projection order follows the seed (same seed same model, other seed or the
+    given order another kernel); a bad order is one clear error."""
+    kw = {**SMALL, "n_channels": 8, "kernel": "learned", "itml_mode": "exact"}
+    a = Separator(itml_order="random", **kw).fit_data(data)
+    b = Separator(itml_order="random", **kw).fit_data(data)
+    g = Separator(itml_order="given", **kw).fit_data(data)
+    same = all(np.array_equal(x, y) for x, y in zip(a.coef_, b.coef_))
+    assert same
+    assert any(x.shape != y.shape or not np.allclose(x, y) for x, y in zip(a.coef_, g.coef_))
+    with pytest.raises(InputError, match="itml_order"):
+        Separator(itml_order="shuffled")._check_params()
+
+
 def test_params_conventions():
     s = Separator(C=2.0)
     assert s.get_params()["C"] == 2.0
