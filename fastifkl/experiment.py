@@ -269,13 +269,9 @@ def _assemble(base: dict) -> np.ndarray:
 def _fb_twice(x: np.ndarray, cfs: np.ndarray) -> np.ndarray:
     """Forward-backward filtered channels of ``x`` (C, N): the mask-independent part of
     :func:`gammatone.resynthesize`, computed once for all masks of one mixture."""
-    from .gammatone import _coeffs, _kernel, _per_task
+    from .gammatone import _coeffs, _zero_phase
 
-    pr, pi, g = _coeffs(cfs, SAMPLE_RATE)
-    r = np.empty((len(cfs), x.size))
-    _kernel(x, False, pr, pi, g, False, r, _per_task(pr.size))
-    _kernel(x, True, pr, pi, g, True, r, _per_task(pr.size))
-    return r
+    return _zero_phase(x, *_coeffs(cfs, SAMPLE_RATE))
 
 
 def _resynth_from(r: np.ndarray, mask: np.ndarray, cfs: np.ndarray) -> np.ndarray:

@@ -448,6 +448,19 @@ def _bank_backward_inplace(pr, pi, g, out):
             _group(out[0], True, pr, pi, g, True, out, n_tiles * 8, n_ch)
 
 
+def _zero_phase(x: np.ndarray, pr, pi, g, *, responses: np.ndarray | None = None) -> np.ndarray:
+    """Forward then time-reversed filtering of ``x`` for every channel: (C, N) float64, fresh.
+    ``responses`` (the forward pass, (C, N)) is copied and only the backward pass is run."""
+    if responses is not None:
+        r = np.array(responses, dtype=np.float64, order="C")  # a copy: filtered in place below
+    else:
+        r = np.empty((pr.size, x.size))
+        _filter_forward(x, pr, pi, g, r)
+    # second pass backwards in time, in place: time reversal without copies
+    _bank_backward_inplace(pr, pi, g, r)
+    return r
+
+
 def _filter_forward(x: np.ndarray, pr, pi, g, out: np.ndarray) -> None:
     """Run :func:`_bank_forward` with coefficients in ``out``'s dtype."""
     dt = out.dtype
@@ -699,16 +712,9 @@ def resynthesize(x: np.ndarray, mask: np.ndarray, sr: int = SAMPLE_RATE, cfs: np
         raise InputError(f"mask has shape {mask.shape}, expected (channels, frames) = ({n_ch}, {m})")
     if not np.all(np.isfinite(mask)):
         raise InputError("mask contains NaN or infinite values")
-    pr, pi, g = _coeffs(cfs, sr)
-    if responses is not None:
-        if np.shape(responses) != (n_ch, x.size):
-            raise InputError(f"responses have shape {np.shape(responses)}, expected ({n_ch}, {x.size})")
-        r = np.array(responses, dtype=np.float64, order="C")  # a copy: filtered in place below
-    else:
-        r = np.empty((n_ch, x.size))
-        _filter_forward(x, pr, pi, g, r)
-    # second pass backwards in time, in place: time reversal without copies
-    _bank_backward_inplace(pr, pi, g, r)
+    if responses is not None and np.shape(responses) != (n_ch, x.size):
+        raise InputError(f"responses have shape {np.shape(responses)}, expected ({n_ch}, {x.size})")
+    r = _zero_phase(x, *_coeffs(cfs, sr), responses=responses)
     w = frame_weights(mask, x.size)  # (C, N)
     y = np.einsum("cn,cn->n", r, w)
     return y * resynthesis_gain(cfs, sr)
