@@ -58,7 +58,7 @@ def real_problems(corpus: Path, channels: list[int]):
     """The Separator's kernel-learning problem of each channel on the real kernel split."""
     from fastifkl.corpus import MixtureSet
     from fastifkl.experiment import Config, select_corpus
-    from fastifkl.separator import prepare
+    from fastifkl.separator import kernel_problem, prepare
 
     sel = select_corpus(Config(corpus=str(corpus), control=False))
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,13 +66,8 @@ def real_problems(corpus: Path, channels: list[int]):
         data = prepare(ms, {e.id for e in ms.entries}, pitch="true", seed=0)
     out = {}
     for c in channels:
-        ku = data.kernel_units[c]
         rng = np.random.default_rng([0, 1000 + c])  # as Separator's channel job
-        both = [d for d in np.unique(ku.domain) if np.unique(ku.y[ku.domain == d]).size == 2]
-        keep = np.isin(ku.domain, both)
-        pts, cons = itml.cross_domain_constraints(ku.y[keep], ku.domain[keep], 100, rng)
-        pts = np.flatnonzero(keep)[pts]
-        Xl = (ku.X[pts] - data.mean[c]) / data.std[c]
+        Xl, cons = kernel_problem(data.kernel_units[c], data.mean[c], data.std[c], 100, rng)
         out[f"real-ch{c}"] = (Xl, cons, kernels.median_sigma(Xl, rng))
     return out
 

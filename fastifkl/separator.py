@@ -262,8 +262,35 @@ def _fit_channel(job: dict) -> dict:
         return _fit_channel_body(job)
 
 
+def kernel_problem(ku: ChannelUnits, mean: np.ndarray, std: np.ndarray, per_domain: int,
+                   rng: np.random.Generator, info: dict | None = None) -> tuple[np.ndarray, tuple]:
+    """The kernel-learning problem of one channel: normalised points and their cross-domain
+    constraints.
+
+    A noise that never lets speech dominate in the channel (e.g. a low hum in the lowest
+    channels) gives a one-class domain: it cannot pair similar/dissimilar, so it is left out.
+
+    ``info["domains_used"]`` (if ``info`` is given) is set to the number of domains with both
+    classes before the constraints are drawn, so it is kept when that raises InputError.
+
+    Returns
+    -------
+    X : ndarray, shape (n, D), the constrained units normalised by ``mean``/``std``
+    constraints : (i, j, similar) into ``X`` (see :func:`fastifkl.itml.cross_domain_constraints`)
+    """
+    from .itml import cross_domain_constraints
+
+    both = [d for d in np.unique(ku.domain) if np.unique(ku.y[ku.domain == d]).size == 2]
+    keep = np.isin(ku.domain, both)
+    if info is not None:
+        info["domains_used"] = int(len(both))
+    pts, cons = cross_domain_constraints(ku.y[keep], ku.domain[keep], per_domain, rng)
+    pts = np.flatnonzero(keep)[pts]
+    return (ku.X[pts] - mean) / std, cons
+
+
 def _fit_channel_body(job: dict) -> dict:
-    from .itml import cross_domain_constraints, distance_thresholds, learn_kernel
+    from .itml import distance_thresholds, learn_kernel
     from .kernels import LearnedKernel, gaussian, median_sigma
     from .svm import ChannelSVM, balanced_subsample, prior_subsample
 
@@ -288,15 +315,8 @@ def _fit_channel_body(job: dict) -> dict:
     kernel = p["kernel"]
     if kernel == "learned":
         ku: ChannelUnits = job["kernel_units"]
-        # a noise that never lets speech dominate in this channel (e.g. a low hum in the lowest
-        # channels) gives a one-class domain: it cannot pair similar/dissimilar, so leave it out
-        both = [d for d in np.unique(ku.domain) if np.unique(ku.y[ku.domain == d]).size == 2]
-        keep = np.isin(ku.domain, both)
-        info["domains_used"] = int(len(both))
         try:
-            pts, cons = cross_domain_constraints(ku.y[keep], ku.domain[keep], p["per_domain"], rng)
-            pts = np.flatnonzero(keep)[pts]
-            Xl = (ku.X[pts] - mean) / std
+            Xl, cons = kernel_problem(ku, mean, std, p["per_domain"], rng, info)
             sigma = p["sigma"] or median_sigma(Xl, rng) * p["sigma_scale"]
             K0 = gaussian(Xl, sigma=sigma)
             u, l = distance_thresholds(K0, cons)
