@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-from fastifkl import itml, kernels
+from fastifkl import constraints, itml, kernels
 
 RESULTS = Path(__file__).resolve().parent / "results" / "itml.jsonl"
 
@@ -49,11 +49,11 @@ def synthetic_channel(seed: int, n_domains: int = 5, per_domain: int = 100, d: i
 
 def problem(seed: int, per_domain: int = 100):
     X, labels, domains = synthetic_channel(seed, per_domain=per_domain)
-    pts, cons = itml.cross_domain_constraints(labels, domains, per_domain, np.random.default_rng(seed))
+    pts, cons = constraints.cross_domain_constraints(labels, domains, per_domain, np.random.default_rng(seed))
     Xp = X[pts]
     sigma = kernels.median_sigma(Xp)
     K0 = kernels.gaussian(Xp, sigma=sigma)
-    u, l = itml.distance_thresholds(K0, cons)
+    u, l = constraints.distance_thresholds(K0, cons)
     return Xp, sigma, K0, cons, u, l
 
 

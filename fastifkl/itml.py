@@ -37,144 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import njit
-from scipy.linalg import blas
 
+from ._itml_kernels import exact_block, flush, lowrank_sweep, symmetrize_upper
+from ._threads import blas_single_thread
+from .constraints import check_constraints, cross_domain_constraints, distance_thresholds, pair_distances
 from .errors import InputError
 
-__all__ = ["cross_domain_constraints", "distance_thresholds", "learn_kernel", "ITMLResult"]
-
-
-# ----------------------------------------------------------------------------------------------
-# constraints and thresholds
-# ----------------------------------------------------------------------------------------------
-
-def _balanced_take(labels: np.ndarray, members: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
-    """Pick ``k`` of ``members`` as evenly over the classes as their sizes allow."""
-    classes = np.unique(labels[members])
-    pools = [gen.permutation(members[labels[members] == c]) for c in classes]
-    quota = np.zeros(len(pools), dtype=np.int64)
-    left = min(k, len(members))
-    while left > 0:  # water-filling: give one more to every class that still has points
-        open_ = [c for c in range(len(pools)) if quota[c] < len(pools[c])]
-        share = max(left // len(open_), 1)
-        for c in open_:
-            add = min(share, len(pools[c]) - quota[c], left)
-            quota[c] += add
-            left -= add
-            if left == 0:
-                break
-    return np.sort(np.concatenate([p[:q] for p, q in zip(pools, quota)]))
-
-
-def cross_domain_constraints(labels: Any, domains: Any, per_domain: int = 100,
-                             rng: np.random.Generator | int | None = None
-                             ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Sample points per domain and emit every cross-domain pair as a constraint (paper Eq. 3).
-
-    Parameters
-    ----------
-    labels : array, shape (N,)
-        Class of every candidate point (the IBM label of the T-F unit).
-    domains : array, shape (N,)
-        Domain (noise condition) of every candidate point.
-    per_domain : int
-        Points sampled from each domain, class-balanced where possible (all of a domain's
-        points when it has fewer).
-    rng : Generator or seed, optional
-
-    Returns
-    -------
-    points : ndarray of int, shape (n,)
-        Indices (into ``labels``) of the sampled points, grouped by domain; K0 is built on them.
-    constraints : tuple (i, j, similar)
-        ``i``, ``j`` int arrays indexing ``points`` (so 0 <= i, j < n), ``similar`` bool array,
-        one entry per pair of sampled points from two different domains
-        (``per_domain^2 * C(D, 2)`` pairs for D full domains).
-    """
-    labels = np.asarray(labels)
-    domains = np.asarray(domains)
-    if labels.ndim != 1 or domains.ndim != 1 or labels.shape != domains.shape:
-        raise InputError(f"labels and domains must be 1-D arrays of one length, got {labels.shape} and {domains.shape}")
-    per_domain = int(per_domain)
-    if per_domain < 1:
-        raise InputError(f"per_domain must be >= 1, got {per_domain}")
-    gen = np.random.default_rng(rng)
-    doms = np.unique(domains)
-    if len(doms) < 2:
-        raise InputError(f"cross-domain constraints need at least 2 domains, got {len(doms)}")
-    picked = []
-    for d in doms:
-        members = np.flatnonzero(domains == d)
-        if len(np.unique(labels[members])) < 2:
-            raise InputError(f"domain {d!r} has a single class ({labels[members][0]!r}); "
-                             "cross-domain constraints need both classes in every domain")
-        picked.append(_balanced_take(labels, members, per_domain, gen))
-    points = np.concatenate(picked)
-    dom_of = np.concatenate([np.full(len(p), a) for a, p in enumerate(picked)])
-    starts = np.concatenate([[0], np.cumsum([len(p) for p in picked])])
-    lab = labels[points]
-    ii, jj = [], []
-    for a in range(len(picked)):
-        for b in range(a + 1, len(picked)):
-            ia = np.arange(starts[a], starts[a + 1])
-            ib = np.arange(starts[b], starts[b + 1])
-            ii.append(np.repeat(ia, len(ib)))
-            jj.append(np.tile(ib, len(ia)))
-    i = np.concatenate(ii).astype(np.int64)
-    j = np.concatenate(jj).astype(np.int64)
-    assert np.all(dom_of[i] != dom_of[j])
-    return points, (i, j, lab[i] == lab[j])
-
-
-def _check_constraints(constraints: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        i, j, similar = constraints
-    except (TypeError, ValueError):
-        raise InputError("constraints must be a tuple (i, j, similar) of three 1-D arrays") from None
-    i = np.asarray(i)
-    j = np.asarray(j)
-    similar = np.asarray(similar)
-    if not (i.ndim == j.ndim == similar.ndim == 1 and len(i) == len(j) == len(similar)):
-        raise InputError("constraints (i, j, similar) must be 1-D arrays of one length")
-    if len(i) == 0:
-        raise InputError("no constraints given")
-    if not (np.issubdtype(i.dtype, np.integer) and np.issubdtype(j.dtype, np.integer)):
-        raise InputError("constraint indices i, j must be integers")
-    if i.min() < 0 or j.min() < 0 or i.max() >= n or j.max() >= n:
-        raise InputError(f"constraint indices must lie in [0, {n})")
-    if np.any(i == j):
-        raise InputError("a constraint pairs a point with itself (i == j)")
-    return i.astype(np.int64), j.astype(np.int64), similar.astype(bool)
-
-
-def _pair_dists(K0: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    d = np.diagonal(K0)
-    return d[i] + d[j] - 2.0 * K0[i, j]
-
-
-def distance_thresholds(K0: Any, constraints: Any, lower_pct: float = 5.0,
-                        upper_pct: float = 95.0) -> tuple[float, float]:
-    """Distance thresholds u, l: percentiles of the constrained pairs' squared kernel distances.
-
-    d(i, j) = K0_ii + K0_jj - 2 K0_ij over all constraints (similar and dissimilar).
-
-    Returns
-    -------
-    (u, l) : the ``lower_pct`` and ``upper_pct`` percentiles.
-    """
-    K0 = np.asarray(K0, dtype=np.float64)
-    if K0.ndim != 2 or K0.shape[0] != K0.shape[1]:
-        raise InputError(f"K0 must be a square matrix, got shape {K0.shape}")
-    if not 0 <= lower_pct < upper_pct <= 100:
-        raise InputError(f"need 0 <= lower_pct < upper_pct <= 100, got {lower_pct}, {upper_pct}")
-    i, j, _ = _check_constraints(constraints, K0.shape[0])
-    d = _pair_dists(K0, i, j)
-    u, l = np.percentile(d, [lower_pct, upper_pct])
-    if not u > 0:
-        raise InputError(f"the {lower_pct}th percentile of the constrained distances is {u:.3g} "
-                         "(duplicate points?); thresholds must be positive")
-    return float(u), float(l)
+# cross_domain_constraints and distance_thresholds live in fastifkl.constraints; they stay importable
+# from here because the README's Python API shows itml.cross_domain_constraints.
+__all__ = ["learn_kernel", "ITMLResult", "cross_domain_constraints", "distance_thresholds"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,321 +91,7 @@ class ITMLResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# Numba kernels
-# ----------------------------------------------------------------------------------------------
-
-@njit(cache=True, nogil=True)
-def _alpha(p, xi, lam, delta, gamma_proj):
-    return min(lam, delta * gamma_proj * (1.0 / p - 1.0 / xi))
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _matvec(W, g, y):  # pragma: no cover
-    """y = W g for a symmetric W, as AXPYs over rows of W (row k == column k): unit stride, no
-    reduction, and eight rows per pass over y so y is loaded/stored once per 8 rows."""
-    r = W.shape[0]
-    for a in range(r):
-        y[a] = 0.0
-    k = 0
-    while k + 8 <= r:
-        g0 = g[k]; g1 = g[k + 1]; g2 = g[k + 2]; g3 = g[k + 3]  # noqa: E702
-        g4 = g[k + 4]; g5 = g[k + 5]; g6 = g[k + 6]; g7 = g[k + 7]  # noqa: E702
-        w0 = W[k]; w1 = W[k + 1]; w2 = W[k + 2]; w3 = W[k + 3]  # noqa: E702
-        w4 = W[k + 4]; w5 = W[k + 5]; w6 = W[k + 6]; w7 = W[k + 7]  # noqa: E702
-        for a in range(r):
-            y[a] = ((((((((y[a] + g0 * w0[a]) + g1 * w1[a]) + g2 * w2[a]) + g3 * w3[a]) + g4 * w4[a])
-                      + g5 * w5[a]) + g6 * w6[a]) + g7 * w7[a])
-        k += 8
-    while k < r:
-        gk = g[k]
-        for a in range(r):
-            y[a] += gk * W[k, a]
-        k += 1
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _dot4(x, y):  # pragma: no cover
-    """x . y with four interleaved partial sums (a fixed order: four dependency chains, not one)."""
-    n = x.shape[0]
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    a = 0
-    while a + 4 <= n:
-        s0 += x[a] * y[a]
-        s1 += x[a + 1] * y[a + 1]
-        s2 += x[a + 2] * y[a + 2]
-        s3 += x[a + 3] * y[a + 3]
-        a += 4
-    while a < n:
-        s0 += x[a] * y[a]
-        a += 1
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _update_matvec(W, beta, y, g, yn):  # pragma: no cover
-    """W += beta y y^T and yn = W_new g in one pass over W, eight rows per pass over yn."""
-    r = W.shape[0]
-    for a in range(r):
-        yn[a] = 0.0
-    k = 0
-    while k + 8 <= r:
-        b0 = beta * y[k]; b1 = beta * y[k + 1]; b2 = beta * y[k + 2]; b3 = beta * y[k + 3]  # noqa: E702
-        b4 = beta * y[k + 4]; b5 = beta * y[k + 5]; b6 = beta * y[k + 6]; b7 = beta * y[k + 7]  # noqa: E702
-        g0 = g[k]; g1 = g[k + 1]; g2 = g[k + 2]; g3 = g[k + 3]  # noqa: E702
-        g4 = g[k + 4]; g5 = g[k + 5]; g6 = g[k + 6]; g7 = g[k + 7]  # noqa: E702
-        w0 = W[k]; w1 = W[k + 1]; w2 = W[k + 2]; w3 = W[k + 3]  # noqa: E702
-        w4 = W[k + 4]; w5 = W[k + 5]; w6 = W[k + 6]; w7 = W[k + 7]  # noqa: E702
-        for a in range(r):
-            ya = y[a]
-            v0 = w0[a] + b0 * ya
-            v1 = w1[a] + b1 * ya
-            v2 = w2[a] + b2 * ya
-            v3 = w3[a] + b3 * ya
-            v4 = w4[a] + b4 * ya
-            v5 = w5[a] + b5 * ya
-            v6 = w6[a] + b6 * ya
-            v7 = w7[a] + b7 * ya
-            w0[a] = v0
-            w1[a] = v1
-            w2[a] = v2
-            w3[a] = v3
-            w4[a] = v4
-            w5[a] = v5
-            w6[a] = v6
-            w7[a] = v7
-            yn[a] = (((((((yn[a] + g0 * v0) + g1 * v1) + g2 * v2) + g3 * v3) + g4 * v4) + g5 * v5)
-                     + g6 * v6) + g7 * v7
-        k += 8
-    while k < r:
-        bk = beta * y[k]
-        gk = g[k]
-        for a in range(r):
-            v = W[k, a] + bk * y[a]
-            W[k, a] = v
-            yn[a] += gk * v
-        k += 1
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _lowrank_kernel(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj, g, y, yn):  # pragma: no cover
-    """One sweep of low-rank ITML over all constraints, in place on W (r x r, symmetric, full).
-
-    The rank-1 update W += beta y y^T is fused with the mat-vec W g' of the *next* constraint, so
-    an active projection streams W once (2 r^2 multiply-adds) and an inactive one (alpha == 0) costs
-    one mat-vec.  All inner loops are unit-stride AXPYs over rows of W, which vectorise without
-    reassociating sums (``contract`` only lets LLVM fuse a*b+c into an FMA).
-    Returns the number of projections with alpha != 0.
-    """
-    m = ci.shape[0]
-    r = W.shape[0]
-    for a in range(r):
-        g[a] = G[ci[0], a] - G[cj[0], a]
-    _matvec(W, g, y)
-    n_upd = 0
-    for t in range(m):
-        p = _dot4(g, y)
-        dl = delta[t]
-        alpha = _alpha(p, xi[t], lam[t], dl, gamma_proj)
-        nxt = t + 1 < m
-        if nxt:
-            i2 = ci[t + 1]
-            j2 = cj[t + 1]
-            for a in range(r):
-                g[a] = G[i2, a] - G[j2, a]
-        if alpha == 0.0:
-            if nxt:
-                _matvec(W, g, y)
-            continue
-        n_upd += 1
-        lam[t] -= alpha
-        beta = dl * alpha / (1.0 - dl * alpha * p)
-        xi[t] = 1.0 / (1.0 / xi[t] + dl * alpha / gamma)
-        # W += beta y y^T, and yn = W_new g_next in the same pass over W
-        _update_matvec(W, beta, y, g, yn)
-        for a in range(r):
-            y[a] = yn[a]
-    return n_upd
-
-
-@njit(cache=True, nogil=True)
-def _sym_row_diff(K, i, j, out):  # pragma: no cover
-    """out = K[i, :] - K[j, :] for a symmetric K of which only the upper triangle (a <= c) is valid."""
-    n = K.shape[0]
-    for a in range(i):
-        out[a] = K[a, i]
-    for a in range(i, n):
-        out[a] = K[i, a]
-    for a in range(j):
-        out[a] -= K[a, j]
-    for a in range(j, n):
-        out[a] -= K[j, a]
-
-
-@njit(cache=True, nogil=True)
-def _exact_block_kernel(K, MT, ci, cj, delta, xi, lam, gamma, gamma_proj, start, Z, Y, track):  # pragma: no cover
-    """Process constraints from ``start`` until the block buffers are full or the list ends.
-
-    K : base kernel, upper triangle valid.  MT : base K0 S (full), read only if ``track``.
-    Z, Y : (b, n) buffers; active projection k stores z = sqrt|beta| u (u = K (e_i - e_j)) and
-    y = sqrt|beta| w, positive-beta rows from the top (0, 1, ...) and negative-beta rows from the
-    bottom (b-1, b-2, ...), so that K_t = K + Z_+^T Z_+ - Z_-^T Z_- exactly.
-    Returns (next constraint index, rows with beta > 0, rows with beta < 0).
-    """
-    m = ci.shape[0]
-    b = Z.shape[0]
-    kp = 0
-    kn = 0
-    t = start
-    while t < m and kp + kn < b:
-        i = ci[t]
-        j = cj[t]
-        lo = min(i, j)
-        hi = max(i, j)
-        p = K[i, i] + K[j, j] - 2.0 * K[lo, hi]
-        for q in range(kp):
-            dq = Z[q, i] - Z[q, j]
-            p += dq * dq
-        for q in range(b - kn, b):
-            dq = Z[q, i] - Z[q, j]
-            p -= dq * dq
-        dl = delta[t]
-        alpha = _alpha(p, xi[t], lam[t], dl, gamma_proj)
-        if alpha == 0.0:
-            t += 1
-            continue
-        lam[t] -= alpha
-        beta = dl * alpha / (1.0 - dl * alpha * p)
-        xi[t] = 1.0 / (1.0 / xi[t] + dl * alpha / gamma)
-        if beta > 0.0:
-            row = kp
-        else:
-            row = b - 1 - kn
-        z = Z[row]
-        _sym_row_diff(K, i, j, z)
-        if track:
-            yv = Y[row]
-            for a in range(K.shape[0]):
-                yv[a] = MT[i, a] - MT[j, a]
-            yv[i] += 1.0
-            yv[j] -= 1.0
-        for q in range(kp):
-            c = Z[q, i] - Z[q, j]
-            zq = Z[q]
-            for a in range(z.shape[0]):
-                z[a] += c * zq[a]
-            if track:
-                yq = Y[q]
-                for a in range(z.shape[0]):
-                    yv[a] += c * yq[a]
-        for q in range(b - kn, b):
-            c = Z[q, j] - Z[q, i]
-            zq = Z[q]
-            for a in range(z.shape[0]):
-                z[a] += c * zq[a]
-            if track:
-                yq = Y[q]
-                for a in range(z.shape[0]):
-                    yv[a] += c * yq[a]
-        s = np.sqrt(abs(beta))
-        for a in range(z.shape[0]):
-            z[a] *= s
-        if track:
-            for a in range(z.shape[0]):
-                yv[a] *= s
-        if beta > 0.0:
-            kp += 1
-        else:
-            kn += 1
-        t += 1
-    return t, kp, kn
-
-
-def _flush(K, MT, S, Z, Y, kp, kn, track):
-    """Fold the block into the base matrices with BLAS (in place on Fortran views)."""
-    b = Z.shape[0]
-    Kf = K.T  # Fortran view: its lower triangle is K's upper triangle
-    for rows, sign in ((slice(0, kp), 1.0), (slice(b - kn, b), -1.0)):
-        if rows.stop - rows.start == 0:
-            continue
-        Zf = Z[rows].T
-        out = blas.dsyrk(sign, Zf, beta=1.0, c=Kf, lower=1, overwrite_c=1)
-        if not np.shares_memory(out, K):  # pragma: no cover - scipy always works in place here
-            Kf[...] = out
-        if track:
-            Yf = Y[rows].T
-            # M^T = K0 S:  M^T += sign z y^T   ->   (M^T)^T += sign y z^T   (Fortran view of MT)
-            out = blas.dgemm(sign, Yf, Zf, beta=1.0, c=MT.T, trans_b=1, overwrite_c=1)
-            if not np.shares_memory(out, MT):  # pragma: no cover
-                MT.T[...] = out
-            out = blas.dsyrk(sign, Yf, beta=1.0, c=S.T, lower=1, overwrite_c=1)
-            if not np.shares_memory(out, S):  # pragma: no cover
-                S.T[...] = out
-
-
-def _one_blas_thread():
-    """Limit BLAS to one thread while folding blocks: the SYRKs are small (n x n x 64), and a
-    multi-threaded BLAS on a busy machine was measured 70x slower here.  Needs threadpoolctl; without
-    it BLAS runs as configured (set OPENBLAS_NUM_THREADS=1)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
-def _symmetrize_upper(A: np.ndarray) -> np.ndarray:
-    U = np.triu(A)
-    return U + np.triu(U, 1).T
-
-
-# ----------------------------------------------------------------------------------------------
-# plain NumPy twins of the kernels (used by the tests)
-# ----------------------------------------------------------------------------------------------
-
-def _lowrank_sweep_numpy(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj):
-    n_upd = 0
-    for t in range(len(ci)):
-        g = G[ci[t]] - G[cj[t]]
-        y = W @ g
-        p = g @ y
-        alpha = min(lam[t], delta[t] * gamma_proj * (1.0 / p - 1.0 / xi[t]))
-        if alpha == 0.0:
-            continue
-        n_upd += 1
-        lam[t] -= alpha
-        beta = delta[t] * alpha / (1.0 - delta[t] * alpha * p)
-        xi[t] = 1.0 / (1.0 / xi[t] + delta[t] * alpha / gamma)
-        W += beta * np.outer(y, y)
-    return n_upd
-
-
-def _exact_sweep_numpy(K, S, K0, ci, cj, delta, xi, lam, gamma, gamma_proj):
-    n_upd = 0
-    for t in range(len(ci)):
-        i, j = ci[t], cj[t]
-        u = K[:, i] - K[:, j]
-        p = u[i] - u[j]
-        alpha = min(lam[t], delta[t] * gamma_proj * (1.0 / p - 1.0 / xi[t]))
-        if alpha == 0.0:
-            continue
-        n_upd += 1
-        lam[t] -= alpha
-        beta = delta[t] * alpha / (1.0 - delta[t] * alpha * p)
-        xi[t] = 1.0 / (1.0 / xi[t] + delta[t] * alpha / gamma)
-        if S is not None:
-            w = S @ (K0[:, i] - K0[:, j])
-            w[i] += 1.0
-            w[j] -= 1.0
-            S += beta * np.outer(w, w)
-        K += beta * np.outer(u, u)
-    return n_upd
-
-
-# ----------------------------------------------------------------------------------------------
-# public entry point
+# the solver
 # ----------------------------------------------------------------------------------------------
 
 def _check_K0(K0: Any) -> np.ndarray:
@@ -627,9 +184,61 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
     -------
     ITMLResult
     """
+    # 1. checks ---------------------------------------------------------------------------------
     K0 = _check_K0(K0)
     n = K0.shape[0]
-    i, j, similar = _check_constraints(constraints, n)
+    i, j, similar = check_constraints(constraints, n)
+    gamma, u, l, max_sweeps = _check_settings(gamma, u, l, mode, order, max_sweeps, tol)
+    scale = float(np.max(np.diagonal(K0)))
+    _check_distinct(pair_distances(K0, i, j), scale, i, j, "{k} constrained pair(s) have zero kernel distance "
+                    "(duplicate points), e.g. points {i} and {j}; remove duplicates")
+
+    # 2. low-rank factor (or the PSD check of K0) ---------------------------------------------------
+    G, P, rank, trunc = _factor(K0, mode, rank, rank_tol, factor)
+
+    # 3. the projection order and the dual state -------------------------------------------------------
+    order = _projection_order(order, similar_first, similar, seed)
+    ci = np.ascontiguousarray(i[order])
+    cj = np.ascontiguousarray(j[order])
+    delta = np.where(similar[order], 1.0, -1.0)
+    xi = np.where(similar[order], u, l).astype(np.float64)
+    lam = np.zeros(len(ci))
+    gamma_proj = 1.0 if np.isinf(gamma) else gamma / (gamma + 1.0)
+
+    # 4. sweeps until the dual variables settle ----------------------------------------------------
+    state = (ci, cj, delta, xi, lam, gamma, gamma_proj)
+    if mode == "lowrank":
+        gd = np.einsum("ij,ij->i", G[ci] - G[cj], G[ci] - G[cj])
+        _check_distinct(gd, scale, ci, cj, "points {i} and {j} coincide in the rank-" + str(rank)
+                        + " factor (zero distance); increase rank")
+        W = np.eye(rank)
+        sweep = _lowrank_sweeper(G, W, state)
+    else:
+        K = K0.copy()
+        S = np.zeros((n, n)) if track_S else None
+        sweep = _exact_sweeper(K, S, state, block, track_S)
+    # exact mode folds blocks with small SYRKs (n x n x 64): a multi-threaded BLAS on a busy
+    # machine was measured 70x slower there, so BLAS runs on one thread
+    with blas_single_thread() if mode == "exact" else contextlib.nullcontext():
+        run = _iterate(sweep, lam, tol, max_sweeps)
+
+    # 5. the result, in the order of the given constraints -------------------------------------
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    common = dict(mode=mode, lambdas=lam[inv], slack=xi[inv], n_sweeps=run["n_sweeps"], converged=run["converged"],
+                  conv=run["conv"], n_updates=run["n_updates"], sweep_times=run["times"] if time_sweeps else [],
+                  sweep_updates=run["sweep_updates"])
+    if mode == "lowrank":
+        W = 0.5 * (W + W.T)
+        Kl = K0 + G @ (W - np.eye(rank)) @ G.T
+        Kl = 0.5 * (Kl + Kl.T)
+        return ITMLResult(K=Kl, G=G, W=W, projection=P, rank=rank, truncation_error=trunc, **common)
+    K = symmetrize_upper(K)
+    S = symmetrize_upper(S) if track_S else None
+    return ITMLResult(K=K, S=S, **common)
+
+
+def _check_settings(gamma, u, l, mode, order, max_sweeps, tol) -> tuple[float, float, float, int]:
     gamma = float(gamma)
     if not gamma > 0:
         raise InputError(f"gamma must be > 0, got {gamma}")
@@ -646,111 +255,103 @@ def learn_kernel(K0: Any, constraints: Any, u: float, l: float, gamma: float = 1
         raise InputError(f"max_sweeps must be >= 1, got {max_sweeps}")
     if not tol > 0:
         raise InputError(f"tol must be > 0, got {tol}")
-    scale = float(np.max(np.diagonal(K0)))
-    d0 = _pair_dists(K0, i, j)
-    bad = np.flatnonzero(d0 <= 1e-12 * max(scale, 1e-300))
-    if len(bad):
-        raise InputError(f"{len(bad)} constrained pair(s) have zero kernel distance (duplicate points), "
-                         f"e.g. points {i[bad[0]]} and {j[bad[0]]}; remove duplicates")
+    return gamma, u, l, max_sweeps
 
-    G = P = None
-    trunc = None
+
+def _check_distinct(d: np.ndarray, scale: float, i: np.ndarray, j: np.ndarray, msg: str) -> None:
+    """One-line error (``msg`` with {k}, {i}, {j}) when a constrained pair has zero distance ``d``."""
+    bad = np.flatnonzero(d <= 1e-12 * max(scale, 1e-300))
+    if len(bad):
+        raise InputError(msg.format(k=len(bad), i=i[bad[0]], j=j[bad[0]]))
+
+
+def _factor(K0: np.ndarray, mode: str, rank: int | None, rank_tol: float, factor: Any):
+    """``(G, P, rank, truncation error)`` in low-rank mode (all None in exact mode); refuses a
+    K0 that is not positive semidefinite (unless an explicit ``factor`` is given)."""
+    n = K0.shape[0]
     if mode == "lowrank" and factor is not None:
         G = np.ascontiguousarray(factor, dtype=np.float64)
         if G.ndim != 2 or G.shape[0] != n or not np.all(np.isfinite(G)):
             raise InputError(f"factor must be a finite ({n}, r) array, got shape {G.shape}")
-        rank = G.shape[1]
-        trunc = float(np.linalg.norm(K0 - G @ G.T) / np.linalg.norm(K0))
-    else:
-        evals, evecs = np.linalg.eigh(K0) if mode == "lowrank" else (np.linalg.eigvalsh(K0), None)
-        if evals[0] < -1e-8 * evals[-1]:
-            raise InputError(f"K0 is not positive semidefinite (eigenvalue {evals[0]:.3g} vs largest "
-                             f"{evals[-1]:.3g})")
-        if mode == "lowrank":
-            G, P, rank, trunc = _lowrank_factor(K0, evals, evecs, rank, rank_tol)
+        return G, None, G.shape[1], float(np.linalg.norm(K0 - G @ G.T) / np.linalg.norm(K0))
+    evals, evecs = np.linalg.eigh(K0) if mode == "lowrank" else (np.linalg.eigvalsh(K0), None)
+    if evals[0] < -1e-8 * evals[-1]:
+        raise InputError(f"K0 is not positive semidefinite (eigenvalue {evals[0]:.3g} vs largest {evals[-1]:.3g})")
+    if mode == "lowrank":
+        return _lowrank_factor(K0, evals, evecs, rank, rank_tol)
+    return None, None, rank, None
 
+
+def _projection_order(order: str | None, similar_first: bool, similar: np.ndarray, seed) -> np.ndarray:
+    """Indices of the constraints in the cyclic order of the projections."""
     if order is None:
         order = "similar_first" if similar_first else "given"
     if order == "given":
-        order = np.arange(len(i))
-    elif order == "similar_first":
-        order = np.argsort(~similar, kind="stable")
-    else:
-        order = np.random.default_rng(seed).permutation(len(i))
-    ci = np.ascontiguousarray(i[order])
-    cj = np.ascontiguousarray(j[order])
-    delta = np.where(similar[order], 1.0, -1.0)
-    xi = np.where(similar[order], u, l).astype(np.float64)
-    lam = np.zeros(len(ci))
-    lam_old = np.zeros(len(ci))
-    gamma_proj = 1.0 if np.isinf(gamma) else gamma / (gamma + 1.0)
+        return np.arange(len(similar))
+    if order == "similar_first":
+        return np.argsort(~similar, kind="stable")
+    return np.random.default_rng(seed).permutation(len(similar))
 
-    if mode == "lowrank":
-        gd = np.einsum("ij,ij->i", G[ci] - G[cj], G[ci] - G[cj])
-        bad = np.flatnonzero(gd <= 1e-12 * max(scale, 1e-300))
-        if len(bad):
-            raise InputError(f"points {ci[bad[0]]} and {cj[bad[0]]} coincide in the rank-{rank} factor "
-                             "(zero distance); increase rank")
-        W = np.eye(rank)
-        bufs = (np.empty(rank), np.empty(rank), np.empty(rank))
 
-        def sweep():
-            return _lowrank_kernel(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj, *bufs)
-    else:
-        K = K0.copy()
-        MT = np.zeros((n, n)) if track_S else np.zeros((1, 1))
-        S = np.zeros((n, n)) if track_S else None
-        b = max(int(block), 1)
-        Z = np.zeros((b, n))
-        Y = np.zeros((b, n)) if track_S else np.zeros((1, 1))
+def _lowrank_sweeper(G: np.ndarray, W: np.ndarray, state: tuple):
+    """One low-rank sweep over all constraints, in place on ``W`` and the dual state."""
+    rank = W.shape[0]
+    bufs = (np.empty(rank), np.empty(rank), np.empty(rank))
 
-        def sweep():
-            t = 0
-            n_upd = 0
-            while t < len(ci):  # BLAS limited to one thread (see _one_blas_thread)
-                t, kp, kn = _exact_block_kernel(K, MT, ci, cj, delta, xi, lam, gamma, gamma_proj, t, Z, Y,
-                                                track_S)
-                _flush(K, MT, S, Z, Y, kp, kn, track_S)
-                n_upd += kp + kn
-            return n_upd
+    def sweep():
+        return lowrank_sweep(G, W, *state, *bufs)
 
+    return sweep
+
+
+def _exact_sweeper(K: np.ndarray, S: np.ndarray | None, state: tuple, block: int, track_S: bool):
+    """One exact sweep: blocks of delayed rank-1 updates folded into ``K`` (and ``S``) with BLAS."""
+    n = K.shape[0]
+    ci = state[0]
+    MT = np.zeros((n, n)) if track_S else np.zeros((1, 1))
+    b = max(int(block), 1)
+    Z = np.zeros((b, n))
+    Y = np.zeros((b, n)) if track_S else np.zeros((1, 1))
+
+    def sweep():
+        t = 0
+        n_upd = 0
+        while t < len(ci):
+            t, kp, kn = exact_block(K, MT, *state, t, Z, Y, track_S)
+            flush(K, MT, S, Z, Y, kp, kn, track_S)
+            n_upd += kp + kn
+        return n_upd
+
+    return sweep
+
+
+def _iterate(sweep, lam: np.ndarray, tol: float, max_sweeps: int) -> dict:
+    """Sweep until the relative change of the dual variables ``lam`` is below ``tol`` (the test
+    of metric_learn.ITML) or ``max_sweeps``."""
+    lam_old = np.zeros(len(lam))
     conv = np.inf
     converged = False
     n_updates = 0
     times = []
     sweep_updates = []
     it = 0
-    limiter = _one_blas_thread() if mode == "exact" else contextlib.nullcontext()
-    with limiter:
-        for it in range(max_sweeps):
-            t0 = time.perf_counter()
-            upd = sweep()
-            n_updates += upd
-            times.append(time.perf_counter() - t0)
-            sweep_updates.append(upd)
-            normsum = np.linalg.norm(lam) + np.linalg.norm(lam_old)
-            if normsum == 0:
-                converged = True
-                conv = 0.0
-                break
-            conv = float(np.abs(lam_old - lam).sum() / normsum)
-            if not np.isfinite(conv):
-                raise InputError("kernel learning diverged (non-finite dual variables); check K0 and the thresholds")
-            if conv < tol:
-                converged = True
-                break
-            lam_old[:] = lam
-
-    inv = np.empty_like(order)
-    inv[order] = np.arange(len(order))
-    common = dict(mode=mode, lambdas=lam[inv], slack=xi[inv], n_sweeps=it + 1, converged=converged,
-                  conv=conv, n_updates=n_updates, sweep_times=times if time_sweeps else [],
-                  sweep_updates=sweep_updates)
-    if mode == "lowrank":
-        W = 0.5 * (W + W.T)
-        Kl = K0 + G @ (W - np.eye(rank)) @ G.T
-        Kl = 0.5 * (Kl + Kl.T)
-        return ITMLResult(K=Kl, G=G, W=W, projection=P, rank=rank, truncation_error=trunc, **common)
-    K = _symmetrize_upper(K)
-    S = _symmetrize_upper(S) if track_S else None
-    return ITMLResult(K=K, S=S, **common)
+    for it in range(max_sweeps):
+        t0 = time.perf_counter()
+        upd = sweep()
+        n_updates += upd
+        times.append(time.perf_counter() - t0)
+        sweep_updates.append(upd)
+        normsum = np.linalg.norm(lam) + np.linalg.norm(lam_old)
+        if normsum == 0:
+            converged = True
+            conv = 0.0
+            break
+        conv = float(np.abs(lam_old - lam).sum() / normsum)
+        if not np.isfinite(conv):
+            raise InputError("kernel learning diverged (non-finite dual variables); check K0 and the thresholds")
+        if conv < tol:
+            converged = True
+            break
+        lam_old[:] = lam
+    return {"n_sweeps": it + 1, "converged": converged, "conv": conv, "n_updates": n_updates, "times": times,
+            "sweep_updates": sweep_updates}

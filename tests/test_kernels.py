@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist, pdist
 
-from fastifkl import itml, kernels
+from fastifkl import constraints, itml, kernels
 from fastifkl.errors import InputError
 
 
@@ -68,11 +68,11 @@ def _problem(rng, n_per=15, D=3, d=6):
     lab = (rng.random(N) < 0.5).astype(int)
     dom = np.repeat(np.arange(D), 60)
     X = rng.normal(size=(N, d)) + 2.0 * lab[:, None] * (np.arange(d) < 2) + rng.normal(size=(D, d))[dom] * 0.5
-    pts, cons = itml.cross_domain_constraints(lab, dom, n_per, rng)
+    pts, cons = constraints.cross_domain_constraints(lab, dom, n_per, rng)
     Xp = X[pts]
     sigma = kernels.median_sigma(Xp)
     K0 = kernels.gaussian(Xp, sigma=sigma)
-    u, l = itml.distance_thresholds(K0, cons)
+    u, l = constraints.distance_thresholds(K0, cons)
     return X, Xp, sigma, K0, cons, u, l
 
 
