@@ -32,16 +32,11 @@ def cached_model(path: str | os.PathLike):
 
 def _eval_job(job: dict) -> dict:
     """Masks of every model on one mixture, with the IBM and the confusion counts."""
-    from .corpus import Entry, MixtureSet
-    from .separator import ideal_mask, track_pitch, unit_features
+    from .training import analyse, mixture_from_job
 
-    entry = Entry(**job["entry"])
-    mx = MixtureSet(job["set_dir"], [entry]).mixture(entry)
+    entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
-    cfs = models[0].cfs_
-    f0 = track_pitch(mx.speech if job["pitch"] == "true" else mx.mixture)
-    X = unit_features(mx.mixture, cfs, f0)
-    ibm = ideal_mask(mx.speech, mx.noise, cfs, models[0].lc_db)
+    X, ibm = analyse(mx, models[0].cfs_, job["pitch"], models[0].lc_db)
     out = {"id": entry.id, "domain": entry.domain, "counts": [], "masks": None}
     masks = []
     for m in models:
@@ -63,6 +58,7 @@ def evaluate(model_paths: list[str], mixset, *, pitch: str = "estimated", worker
     "example": masks of one mixture (when ``keep_masks_of`` names its id)}``.
     """
     from .parallel import executor
+    from .training import mixture_job
 
     for p in model_paths:
         cached_model(p)  # validate in this process first: one clear error before any work
@@ -72,8 +68,9 @@ def evaluate(model_paths: list[str], mixset, *, pitch: str = "estimated", worker
             from .errors import InputError
 
             raise InputError(f"{p}: models to compare must share the filterbank")
-    jobs = [{"set_dir": str(mixset.directory), "entry": e.__dict__, "models": [str(Path(p).resolve()) for p in model_paths],
-             "pitch": pitch, "keep_masks": e.id == keep_masks_of} for e in mixset.entries]
+    resolved = [str(Path(p).resolve()) for p in model_paths]
+    jobs = [mixture_job(mixset, e, models=resolved, pitch=pitch, keep_masks=e.id == keep_masks_of)
+            for e in mixset.entries]
     per = [dict() for _ in model_paths]
     allc = [[] for _ in model_paths]
     example = None
@@ -119,17 +116,21 @@ def markdown_table(report: dict, names: list[str] | None = None) -> str:
 
 
 def write_report(report: dict, json_path: str | os.PathLike | None, md_path: str | os.PathLike | None) -> None:
-    slim = {k: v for k, v in report.items() if k != "example"}
+    """Write the scores of :func:`evaluate` as JSON (:func:`report_json`) and/or as the Markdown
+    table (:func:`markdown_table`), atomically; a path that is None is skipped."""
     if json_path:
         with atomic_path(json_path) as tmp:
-            Path(tmp).write_text(json.dumps(_report_json(slim), indent=1, sort_keys=True))
+            Path(tmp).write_text(json.dumps(report_json(report), indent=1, sort_keys=True))
     if md_path:
         with atomic_path(md_path) as tmp:
             Path(tmp).write_text(markdown_table(report))
 
 
-def _report_json(rep: dict) -> dict:
-    """DESIGN section 4 shape for a single model; a list under 'models' for several."""
+def report_json(rep: dict) -> dict:
+    """The JSON form of a report of :func:`evaluate` (without the example masks): DESIGN section
+    4's shape ``{"overall", "per_noise", ...}`` for a single model; the report itself, with a
+    list under "results", for several."""
+    rep = {k: v for k, v in rep.items() if k != "example"}
     if len(rep["results"]) == 1:
         r = rep["results"][0]
         return {"model": rep["models"][0], "pitch": rep["pitch"], "overall": r["overall"],

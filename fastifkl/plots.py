@@ -9,7 +9,8 @@ from .audio import atomic_path
 from .errors import InputError
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; one-line :class:`InputError` when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -20,8 +21,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG (atomically) and close it."""
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
@@ -30,17 +32,17 @@ def _save(fig, path: Path) -> Path:
 
 def save_cochleagram_png(path: str | Path, energy: np.ndarray, title: str = "") -> Path:
     """Cochleagram (C x M energies) in dB as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.imshow(10 * np.log10(np.asarray(energy) + 1e-12), origin="lower", aspect="auto", cmap="magma")
     ax.set(title=title or "Cochleagram (dB)", xlabel="frame (10 ms)", ylabel="channel")
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def save_masks_png(path: str | Path, masks: dict[str, np.ndarray], title: str = "") -> Path:
     """Binary masks side by side (white = 1, black = 0), as the paper's Fig. 1."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(masks), figsize=(4 * len(masks), 3.5), squeeze=False)
     for ax, (name, m) in zip(axes[0], masks.items()):
         ax.imshow(np.asarray(m), origin="lower", aspect="auto", cmap="gray", interpolation="nearest", vmin=0, vmax=1)
@@ -49,4 +51,4 @@ def save_masks_png(path: str | Path, masks: dict[str, np.ndarray], title: str = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -23,6 +23,7 @@ from . import pitch_features as _pitch
 from . import rasta_plp as _plp
 from ._common import band_energies, check_responses
 from .deltas import freq_delta, time_delta
+from .normalize import Normalizer, merge_moments, moments
 
 FAMILIES: dict[str, int] = {"ams": 15, "rasta_plp": 13, "mfcc": 31, "pitch": 6}
 DELTAS: tuple[str, ...] = ("none", "time", "freq")
@@ -138,7 +139,7 @@ def base_features(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE
     if "pitch" in fams:
         if f0 is None:
             raise InputError("pitch features need f0 (one value per frame, 0 = unvoiced)")
-        out["pitch"] = _pitch._pitch_features(r, f0, sr)
+        out["pitch"] = _pitch.from_checked(r, f0, sr)
     return out
 
 
@@ -168,10 +169,32 @@ def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
     spec = FeatureSpec() if spec is None else spec
     if cfs is not None and np.asarray(cfs).shape != (np.asarray(responses).shape[0],):
         raise InputError("cfs must have one centre frequency per channel of responses")
-    base = base_features(responses, f0, sr, spec.families)
-    m, c = next(iter(base.values())).shape[:2]
+    return assemble(base_features(responses, f0, sr, spec.families), spec)
+
+
+def assemble(base: dict[str, np.ndarray], spec: FeatureSpec | None = None) -> np.ndarray:
+    """The feature vectors of ``spec`` from the undifferentiated families of :func:`base_features`
+    (the deltas are computed here); ``extract`` is ``assemble(base_features(...), spec)``.
+
+    Parameters
+    ----------
+    base : dict family -> ndarray, shape (M, C, n_family)
+        At least the families ``spec`` needs (others are ignored); ``base`` is not modified,
+        so one dict can be assembled several times (e.g. with the pitch family of another f0).
+    spec : FeatureSpec, optional
+        Dimensions to return (default all 195).
+
+    Returns
+    -------
+    X : ndarray, shape (M, C, D), float64
+    """
+    spec = FeatureSpec() if spec is None else spec
+    missing = [f for f in spec.families if f not in base]
+    if missing:
+        raise InputError(f"base features lack the families {missing}")
+    m, c = base[spec.families[0]].shape[:2]
     # base block in canonical order, frames first: (M, C, 65-ish)
-    fams = [f for f in FAMILIES if f in base]
+    fams = spec.families
     offs = {}
     o = 0
     for f in fams:
@@ -182,7 +205,6 @@ def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
     b = x[:, :, :o] if full else np.empty((m, c, o))
     for f in fams:
         b[:, :, offs[f]: offs[f] + FAMILIES[f]] = base[f]
-    del base
     kinds = {d for _, _, d in spec.dims}
     if full:
         # the three blocks are written straight into the output
@@ -200,89 +222,5 @@ def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
     return x
 
 
-class Normalizer:
-    """Per-channel zero-mean / unit-variance scaling of feature arrays (M, C, D).
-
-    Attributes
-    ----------
-    mean_ : ndarray, shape (C, D)
-    std_ : ndarray, shape (C, D); dimensions with (near-)zero spread get std 1.
-    n_ : int, frames seen.
-
-    ``fit`` may be called on one array or a list of arrays (e.g. one per utterance);
-    ``partial_fit`` accumulates statistics (Chan et al. pairwise update) for streaming.
-    """
-
-    def __init__(self, eps: float = 1e-10):
-        self.eps = float(eps)
-        self.mean_: np.ndarray | None = None
-        self.std_: np.ndarray | None = None
-        self.n_ = 0
-        self._m2: np.ndarray | None = None
-
-    def partial_fit(self, x: np.ndarray) -> "Normalizer":
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 3:
-            raise InputError(f"features must be (frames, channels, dims), got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise InputError("features contain NaN or infinite values")
-        nb = x.shape[0]
-        if nb == 0:
-            return self
-        mb = x.mean(axis=0)
-        m2b = ((x - mb) ** 2).sum(axis=0)
-        if self.mean_ is None or self.n_ == 0:
-            self.mean_, self._m2, self.n_ = mb, m2b, nb
-        else:
-            if self.mean_.shape != mb.shape:
-                raise InputError(f"features have shape {x.shape[1:]}, normaliser was fit on {self.mean_.shape}")
-            n = self.n_ + nb
-            d = mb - self.mean_
-            self.mean_ = self.mean_ + d * (nb / n)
-            self._m2 = self._m2 + m2b + d * d * (self.n_ * nb / n)
-            self.n_ = n
-        std = np.sqrt(self._m2 / self.n_)
-        self.std_ = np.where(std > self.eps * np.maximum(1.0, np.abs(self.mean_)), std, 1.0)
-        return self
-
-    def fit(self, x) -> "Normalizer":
-        """Fit on an (M, C, D) array or a list of them."""
-        self.mean_ = self.std_ = self._m2 = None
-        self.n_ = 0
-        for a in ([x] if isinstance(x, np.ndarray) else x):
-            self.partial_fit(a)
-        if self.mean_ is None:
-            raise InputError("no frames to fit the normaliser on")
-        return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        if self.mean_ is None:
-            raise InputError("normaliser is not fitted")
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 3 or x.shape[1:] != self.mean_.shape:
-            raise InputError(f"features have shape {x.shape}, expected (frames, {self.mean_.shape[0]}, {self.mean_.shape[1]})")
-        return (x - self.mean_) / self.std_
-
-    def fit_transform(self, x: np.ndarray) -> np.ndarray:
-        return self.fit(x).transform(x)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """``{"mean": (C, D), "std": (C, D)}`` for storing in a model file."""
-        if self.mean_ is None:
-            raise InputError("normaliser is not fitted")
-        return {"mean": self.mean_.copy(), "std": self.std_.copy()}
-
-    @classmethod
-    def from_arrays(cls, mean: np.ndarray, std: np.ndarray) -> "Normalizer":
-        mean = np.asarray(mean, dtype=np.float64)
-        std = np.asarray(std, dtype=np.float64)
-        if mean.ndim != 2 or mean.shape != std.shape:
-            raise InputError(f"normaliser arrays must both be (C, D); got {mean.shape} and {std.shape}")
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise InputError("normaliser arrays must be finite with positive std")
-        n = cls()
-        n.mean_, n.std_ = mean, std
-        return n
-
-
-__all__ = ["extract", "base_features", "FeatureSpec", "Normalizer", "FAMILIES", "DELTAS"]
+__all__ = ["extract", "assemble", "base_features", "FeatureSpec", "Normalizer", "moments", "merge_moments", "FAMILIES",
+           "DELTAS"]

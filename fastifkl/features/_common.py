@@ -188,12 +188,6 @@ def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndar
     return res
 
 
-def power_spectrum_numpy(responses: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`power_spectrum`, (M, C, 257)."""
-    fr = frames(responses, FRAME_LEN, HOP).transpose(1, 0, 2)
-    return np.abs(np.fft.rfft(fr * hamming(FRAME_LEN), n=N_FFT, axis=-1)) ** 2
-
-
 def floored_log(e: np.ndarray) -> np.ndarray:
     """``log(max(e, REL_FLOOR * max(e over the last axis), ABS_FLOOR))``, elementwise."""
     floor = np.maximum(REL_FLOOR * e.max(axis=-1, keepdims=True), ABS_FLOOR)

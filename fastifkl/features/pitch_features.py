@@ -113,15 +113,6 @@ def pitch_envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return out
 
 
-def pitch_envelope_numpy(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """SciPy twin of :func:`pitch_envelope`."""
-    import scipy.signal
-
-    sos = np.array(envelope_sos(sr))
-    y = scipy.signal.sosfilt(sos, np.maximum(responses, 0.0), axis=-1)
-    return scipy.signal.sosfilt(sos, y[:, ::-1], axis=-1)[:, ::-1]
-
-
 def lags_from_f0(f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Integer pitch lags in samples (0 for unvoiced frames)."""
     f0 = np.asarray(f0, dtype=np.float64)
@@ -240,11 +231,12 @@ def pitch_features(responses: np.ndarray, f0: np.ndarray, sr: int = SAMPLE_RATE)
     -------
     ndarray, shape (M, C, 6), frames first
     """
-    return _pitch_features(check_responses(responses, sr), f0, sr)
+    return from_checked(check_responses(responses, sr), f0, sr)
 
 
-def _pitch_features(r: np.ndarray, f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """:func:`pitch_features` on already validated responses."""
+def from_checked(r: np.ndarray, f0: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """:func:`pitch_features` of responses already validated by
+    :func:`fastifkl.features._common.check_responses` (float64, C-contiguous, finite): (M, C, 6)."""
     from ..framing import n_frames
 
     m = n_frames(r.shape[1])

@@ -83,7 +83,7 @@ def _acf_matrix(n_bands: int, order: int = ORDER) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Numba kernels and their NumPy twins
+# Numba kernels (their NumPy/SciPy twins are in tests/naive.py)
 
 
 @njit(cache=True)
@@ -116,13 +116,6 @@ def rasta_filter(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     _rasta_kernel(x.reshape(x.shape[0], -1), out.reshape(x.shape[0], -1))
     return out
-
-
-def rasta_filter_numpy(x: np.ndarray) -> np.ndarray:
-    """NumPy/SciPy twin of :func:`rasta_filter`."""
-    from scipy.signal import lfilter
-
-    return lfilter(RASTA_B, RASTA_A, x - x[:1], axis=0)
 
 
 @njit(cache=True)
@@ -165,22 +158,6 @@ def lpc_cepstrum(r: np.ndarray) -> np.ndarray:
     r = np.ascontiguousarray(r, dtype=np.float64)
     out = np.empty_like(r)
     _lpc_cep_kernel(r, out)
-    return out
-
-
-def lpc_cepstrum_numpy(r: np.ndarray) -> np.ndarray:
-    """NumPy/SciPy twin of :func:`lpc_cepstrum` (Toeplitz solve instead of Levinson)."""
-    from scipy.linalg import solve_toeplitz
-
-    r = np.asarray(r, dtype=np.float64)
-    p = r.shape[1] - 1
-    out = np.empty_like(r)
-    for u in range(r.shape[0]):
-        a = np.concatenate([[1.0], solve_toeplitz(r[u, :p], -r[u, 1:])])
-        err = float(r[u] @ a)
-        out[u, 0] = np.log(err)
-        for n in range(1, p + 1):
-            out[u, n] = -(a[n] + sum((n - k) * a[k] * out[u, n - k] for k in range(1, n)) / n)
     return out
 
 
