@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from itml import synthetic_channel  # noqa: E402  (bench/itml.py)
 
-from fastifkl import itml, kernels  # noqa: E402
+from fastifkl import constraints, itml, kernels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "itml_satisfaction.jsonl"
 
@@ -49,7 +49,7 @@ def shares(K, cons, u, l) -> dict:
 
 def synthetic_problem(seed: int, class_shift: float):
     X, labels, domains = synthetic_channel(seed, class_shift=class_shift)
-    pts, cons = itml.cross_domain_constraints(labels, domains, 100, np.random.default_rng(seed))
+    pts, cons = constraints.cross_domain_constraints(labels, domains, 100, np.random.default_rng(seed))
     Xp = X[pts]
     return Xp, cons, kernels.median_sigma(Xp)
 
@@ -58,7 +58,7 @@ def real_problems(corpus: Path, channels: list[int]):
     """The Separator's kernel-learning problem of each channel on the real kernel split."""
     from fastifkl.corpus import MixtureSet
     from fastifkl.experiment import Config, select_corpus
-    from fastifkl.separator import kernel_problem, prepare
+    from fastifkl.training import kernel_problem, prepare
 
     sel = select_corpus(Config(corpus=str(corpus), control=False))
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +107,7 @@ def main() -> int:
     with threadpool_limits(1):
         for name, (X, cons, sigma) in problems.items():
             K0 = kernels.gaussian(X, sigma=sigma)
-            u, l = itml.distance_thresholds(K0, cons)
+            u, l = constraints.distance_thresholds(K0, cons)
             res = {"n": int(K0.shape[0]), "constraints": int(len(cons[0])), "u": float(u), "l": float(l),
                    "K0": shares(K0, cons, u, l)}
             print(f"\n{name}: n={K0.shape[0]}, {len(cons[0])} constraints, u={u:.4g}, l={l:.4g}")

@@ -85,7 +85,8 @@ def main(quick: bool = False) -> dict:
     from fastifkl import features
     from fastifkl.audio import load, save
     from fastifkl.gammatone import filterbank, resynthesize
-    from fastifkl.separator import DEFAULT_MODEL, Separator, track_pitch
+    from fastifkl.separator import DEFAULT_MODEL, Separator
+    from fastifkl.training import track_pitch
 
     model = _arg("--model", str(DEFAULT_MODEL))
     if not Path(model).is_file():

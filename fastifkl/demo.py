@@ -160,17 +160,15 @@ def synthesize(texts: list[str], sr: int = SAMPLE_RATE) -> list[np.ndarray]:
 def _example_job(job: dict) -> dict:
     """One test mixture: IBM and both models' masks from one analysis; four wavs written."""
     from .audio import save
-    from .corpus import Entry, MixtureSet
     from .evaluate import cached_model
     from .gammatone import resynthesize
-    from .separator import ideal_mask, track_pitch, unit_features
+    from .training import analyse, mixture_from_job
 
-    entry = Entry(**job["entry"])
-    mx = MixtureSet(job["set_dir"], [entry]).mixture(entry)
+    entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
     cfs = models[0].cfs_
-    X = unit_features(mx.mixture, cfs, track_pitch(mx.mixture))
-    masks = {"IBM": ideal_mask(mx.speech, mx.noise, cfs, models[0].lc_db)}
+    X, ibm = analyse(mx, cfs, "estimated", models[0].lc_db)
+    masks = {"IBM": ibm}
     for name, m in zip(job["names"], models):
         masks[name] = (m.decision_from_features(X) > 0).astype(np.uint8)
     gain = 0.9 / max(np.max(np.abs(mx.mixture)), 1e-12)  # one gain for the group: levels comparable
@@ -217,7 +215,8 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     from .evaluate import evaluate, markdown_table, write_report
     from .parallel import executor
     from .plots import save_masks_png
-    from .separator import Separator, cfs_for, prepare
+    from .separator import Separator
+    from .training import cfs_for, mixture_job, prepare
 
     check_extra()
     cfg = config or (DemoConfig.quick() if quick else DemoConfig.full())
@@ -308,8 +307,7 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
         if e.domain not in seen and len(picks) < cfg.n_wav_examples:
             seen.add(e.domain)
             picks.append(e)
-    jobs = [{"set_dir": str(test_set.directory), "entry": e.__dict__, "models": paths, "names": list(models),
-             "out_dir": str(out / "wav")} for e in picks]
+    jobs = [mixture_job(test_set, e, models=paths, names=list(models), out_dir=str(out / "wav")) for e in picks]
     with executor(workers=min(workers, len(jobs))) as ex:
         examples = list(ex.imap(_example_job, jobs))
     ex0 = examples[0]

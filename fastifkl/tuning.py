@@ -16,17 +16,12 @@ GRID = {"sigma_scale": (0.5, 1.0, 2.0), "C": (0.1, 1.0, 10.0), "gamma": (0.1, 1.
 
 
 def _tune_job(job: dict) -> tuple:
-    from .corpus import Entry, MixtureSet
-    from .separator import ideal_mask, track_pitch, unit_features
+    from .training import analyse, mixture_from_job
 
-    entry = Entry(**job["entry"])
-    mx = MixtureSet(job["set_dir"], [entry]).mixture(entry)
-    cfs = np.asarray(job["cfs"])
-    f0 = track_pitch(mx.speech if job["pitch"] == "true" else mx.mixture)
+    _, mx = mixture_from_job(job)
+    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"])
     chans = job["channels"]
-    X = unit_features(mx.mixture, cfs, f0)[:, chans, :]
-    ibm = ideal_mask(mx.speech, mx.noise, cfs, job["lc_db"])[chans]
-    return X, ibm
+    return X[:, chans, :], ibm[chans]
 
 
 def _subset(data, chans):
@@ -40,10 +35,11 @@ def _subset(data, chans):
 def tune_on_data(sep, data, tune_set, *, executor, channel_step: int = 4, progress=None, log=None) -> dict:
     """Best ``{sigma_scale, C[, gamma]}`` for ``sep`` by pooled HIT-FA on ``tune_set``."""
     from .separator import Separator
+    from .training import mixture_job
 
     chans = list(range(0, len(data.cfs), channel_step))
-    jobs = [{"set_dir": str(tune_set.directory), "entry": e.__dict__, "cfs": data.cfs.tolist(), "pitch": sep.pitch,
-             "lc_db": sep.lc_db, "channels": chans} for e in tune_set.entries]
+    jobs = [mixture_job(tune_set, e, cfs=data.cfs.tolist(), pitch=sep.pitch, lc_db=sep.lc_db, channels=chans)
+            for e in tune_set.entries]
     tune = list(executor.imap(_tune_job, jobs))
     sub = _subset(data, chans)
     keys = ["sigma_scale", "C"] + (["gamma"] if sep.kernel == "learned" else [])
@@ -56,15 +52,8 @@ def tune_on_data(sep, data, tune_set, *, executor, channel_step: int = 4, progre
         if key in cache:
             return cache[key]
         trial = Separator(**{**sep.get_params(), **params}).fit_data(sub, executor=executor)
-        counts = []
-        for X, ibm in tune:
-            d = np.empty(ibm.shape)
-            for i in range(len(chans)):
-                Xn = (X[:, i, :] - trial.mean_[i]) / trial.std_[i]
-                from .separator import _decision
-
-                d[i] = _decision(Xn, trial.points_[i], trial.coef_[i], trial.bias_[i], trial.sigma_[i])
-            counts.append(confusion(d > 0, ibm))
+        # the trial model has the channels of ``sub`` only: its decision values are (len(chans), M)
+        counts = [confusion(trial.decision_from_features(X) > 0, ibm) for X, ibm in tune]
         s = pooled_scores(counts)["hit_fa"]
         cache[key] = s
         n_eval[0] += 1

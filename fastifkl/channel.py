@@ -1,0 +1,130 @@
+"""Training one channel of the separator (one of 64 independent jobs; paper Section 3.2).
+
+1. the SVM training sample: at most ``max_train`` units of the SVM training mixtures, drawn
+   with the channel's IBM prior in those mixtures (``svm_prior="natural"``) or class-balanced;
+2. kernel learning (``kernel="learned"``): ~``per_domain`` units from each training noise
+   (domain) of the kernel-learning mixtures, cross-domain constraints, K0 = Gaussian(sigma),
+   thresholds u/l at the 5th/95th percentiles, kernel ITML -> :class:`~fastifkl.kernels.LearnedKernel`;
+   a channel where that is impossible (e.g. a one-class domain) falls back to the Gaussian kernel;
+3. a LIBSVM C-SVC on the Gram matrix of the sample under that kernel (KL-SVM) or under the
+   Gaussian kernel (G-SVM);
+4. folding the learned kernel into the SVM.  With support vectors s_i, dual coefficients a_i
+   and landmarks x_1..x_n of the learned kernel (paper Eq. 9),
+
+       f(z) = sum_i a_i kappa(z, s_i) + b
+            = kappa0(z, S) a + kappa0(z, X) w + b,     w = P C (k(S) P)^T a
+
+   (``P`` = identity and ``C = S`` in exact mode; ``P`` the Nystroem map and ``C = W - I`` in
+   low-rank mode).  So every channel stores one point set ``Z = [S; X]`` and one coefficient
+   vector ``[a; w]``, and its decision values for all frames are one Gaussian-kernel GEMM
+   (:func:`fastifkl.kernels.gaussian_decision`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+
+def fit_channel(job: dict) -> dict:
+    """Learn the kernel (optional) and the SVM of one channel; returns the folded predictor.
+
+    ``job``: ``channel``, ``params`` (the Separator's), ``mean``/``std`` (D,), ``svm`` and
+    ``kernel_units`` (:class:`~fastifkl.training.ChannelUnits`), ``counts`` (2,) or None,
+    ``check``.  Returns ``{"Z", "coef", "bias", "sigma", "info"}``.  BLAS runs on one thread
+    (thread-count-independent bits, see :mod:`fastifkl._threads`).
+    """
+    from ._threads import blas_single_thread
+
+    with blas_single_thread():
+        return _fit(job)
+
+
+def _fit(job: dict) -> dict:
+    from .kernels import gaussian, gaussian_decision, median_sigma
+    from .svm import ChannelSVM
+
+    p = job["params"]
+    rng = np.random.default_rng([p["seed"], 1000 + job["channel"]])
+    Xs, ys = _svm_sample(job, rng)
+    info: dict[str, Any] = {"n_train": int(ys.size), "n_pos": int(ys.sum())}
+    lk = sigma = gram = None
+    if p["kernel"] == "learned":
+        lk, sigma, gram = _learned_kernel(job, Xs, rng, info)
+    if lk is None:
+        sigma = p["sigma"] or median_sigma(Xs, rng) * p["sigma_scale"]
+        gram = gaussian(Xs, sigma=sigma)
+    svm = ChannelSVM(C=p["C"]).fit(gram, ys)
+    info["n_sv"] = svm.n_support_
+    Z, coef = _fold(lk, svm, Xs)
+    out = {"Z": Z, "coef": coef, "bias": float(svm.intercept_), "sigma": float(sigma), "info": info}
+    if job.get("check"):
+        # decision values of the folded form must equal the SVM's own on its training points
+        S = Xs[svm.support_]
+        ref = svm.decision(lk(Xs, S) if lk is not None else gaussian(Xs, S, sigma))
+        mine = gaussian_decision(Xs, Z, coef, out["bias"], sigma)
+        out["info"]["fold_check_max_abs_err"] = float(np.max(np.abs(ref - mine))) if ref.size else 0.0
+    return out
+
+
+def _svm_sample(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1: the normalised SVM training sample (n, D) and its labels (n,)."""
+    from .svm import balanced_subsample, prior_subsample
+
+    p = job["params"]
+    units = job["svm"]
+    if units.y.size == 0:
+        raise InputError("no SVM training mixtures (every mixture was used for kernel learning)")
+    counts = job.get("counts")
+    if p.get("svm_prior", "balanced") == "natural" and counts is not None and counts.sum() > 0:
+        # the class mix of the SVM's training sample = the IBM prior of this channel in the
+        # training mixtures (the class-balanced pool is subsampled to it)
+        take = prior_subsample(units.y, p["max_train"], float(counts[1] / counts.sum()), rng)
+    else:
+        take = balanced_subsample(units.y, p["max_train"], rng)
+    return (units.X[take] - job["mean"]) / job["std"], units.y[take]
+
+
+def _learned_kernel(job: dict, Xs: np.ndarray, rng: np.random.Generator, info: dict):
+    """Stage 2: kernel ITML on the channel's cross-domain constraints.
+
+    Returns ``(LearnedKernel, sigma, its Gram matrix on the SVM sample Xs)``, or ``(None, None,
+    None)`` with ``info["fallback"]`` set when the channel cannot learn a kernel (e.g. a domain
+    with one class: no cross-domain constraints).
+    """
+    from .constraints import distance_thresholds
+    from .itml import learn_kernel
+    from .kernels import LearnedKernel, gaussian, median_sigma
+    from .training import kernel_problem
+
+    p = job["params"]
+    c = job["channel"]
+    try:
+        Xl, cons = kernel_problem(job["kernel_units"], job["mean"], job["std"], p["per_domain"], rng, info)
+        sigma = p["sigma"] or median_sigma(Xl, rng) * p["sigma_scale"]
+        K0 = gaussian(Xl, sigma=sigma)
+        u, l = distance_thresholds(K0, cons)
+        res = learn_kernel(K0, cons, u, l, p["gamma"], mode=p["itml_mode"], rank=p["rank"], tol=p["tol"],
+                           max_sweeps=p["max_sweeps"], order=p.get("itml_order", "given"), seed=[p["seed"], 2000 + c])
+        lk = LearnedKernel.from_result(Xl, sigma, res)
+        info.update(n_landmarks=int(Xl.shape[0]), n_constraints=int(cons[0].size), u=float(u), l=float(l),
+                    sweeps=int(res.n_sweeps), converged=bool(res.converged), rank=res.rank,
+                    truncation_error=res.truncation_error)
+        return lk, sigma, lk(Xs)
+    except InputError as exc:
+        info["fallback"] = f"gaussian kernel ({exc})"
+        return None, None, None
+
+
+def _fold(lk, svm, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 4: the expansion points ``Z = [S; X]`` and coefficients ``[a; w]`` (see the module
+    docstring); just ``(S, a)`` for the Gaussian kernel."""
+    S = Xs[svm.support_]
+    a = svm.dual_coef_
+    if lk is None or not a.size:
+        return S, a
+    v = lk.correction @ (lk.features(S).T @ a)
+    w = v if lk.projection is None else lk.projection @ v
+    return np.vstack([S, lk.landmarks]), np.concatenate([a, w])

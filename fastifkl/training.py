@@ -1,0 +1,289 @@
+"""From a mixture set to per-channel training units (the data side of ``Separator.fit``).
+
+One job per mixture: the mixture is rebuilt bit-for-bit from its manifest entry
+(:func:`mixture_from_job`), its pitch is tracked on the signal of the pitch setting
+(:func:`pitch_source`: the premixed speech for "true", the mixture for "estimated"), and its unit
+features (M, C, D) and IBM (C, M) are computed (:func:`analyse`).  :func:`prepare` keeps a
+class-balanced sample of units per channel from every mixture, the per-channel normalisation
+statistics and the IBM class counts: a :class:`TrainingData` from which G-SVM and KL-SVM can
+both be fitted.  :func:`kernel_problem` turns one channel's kernel-learning units into the
+normalised points and cross-domain constraints of kernel ITML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import FMAX, FMIN, N_CHANNELS, SAMPLE_RATE
+from .errors import InputError
+
+PITCH_SETTINGS = ("true", "estimated")
+
+# ---------------------------------------------------------------------------------------------
+# Front end of one signal
+
+
+def cfs_for(n_channels: int = N_CHANNELS, fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
+    """Centre frequencies (Hz) of the separator's gammatone filterbank: (n_channels,)."""
+    from .gammatone import erb_space
+
+    return erb_space(fmin, fmax, n_channels)
+
+
+def unit_features(x: np.ndarray, cfs: np.ndarray, f0: np.ndarray, spec=None) -> np.ndarray:
+    """Features of every T-F unit of ``x``: (M, C, D)."""
+    from . import features
+    from .gammatone import filterbank
+
+    return features.extract(filterbank(x, SAMPLE_RATE, cfs), f0, SAMPLE_RATE, spec)
+
+
+def ideal_mask(speech: np.ndarray, noise: np.ndarray, cfs: np.ndarray, lc_db: float) -> np.ndarray:
+    """IBM (C, M) from the premixed signals."""
+    from .gammatone import cochleagram, filterbank
+    from .masks import ibm
+
+    return ibm(cochleagram(filterbank(speech, SAMPLE_RATE, cfs)), cochleagram(filterbank(noise, SAMPLE_RATE, cfs)),
+               lc_db)
+
+
+def track_pitch(x: np.ndarray) -> np.ndarray:
+    """f0 (M,) of ``x`` in Hz (0 = unvoiced), :func:`fastifkl.pitch.track` at 16 kHz."""
+    from .pitch import track
+
+    return track(x, SAMPLE_RATE)
+
+
+# ---------------------------------------------------------------------------------------------
+# One mixture of a set, in a worker process
+
+
+def mixture_job(mixset, entry, **fields) -> dict:
+    """A picklable job for one mixture of ``mixset``: its set directory and entry, plus ``fields``."""
+    return {"set_dir": str(mixset.directory), "entry": entry.__dict__, **fields}
+
+
+def mixture_from_job(job: dict):
+    """Rebuild the mixture of a :func:`mixture_job` bit-for-bit.
+
+    Returns
+    -------
+    (corpus.Entry, audio.Mixture)
+    """
+    from .corpus import Entry, MixtureSet
+
+    entry = Entry(**job["entry"])
+    return entry, MixtureSet(job["set_dir"], [entry]).mixture(entry)
+
+
+def pitch_source(mx, pitch: str) -> np.ndarray:
+    """The signal the pitch of a setting is tracked on: the premixed speech ("true") or the
+    mixture ("estimated")."""
+    if pitch not in PITCH_SETTINGS:
+        raise InputError(f"pitch must be 'true' or 'estimated', got {pitch!r}")
+    return mx.speech if pitch == "true" else mx.mixture
+
+
+def analyse(mx, cfs: np.ndarray, pitch: str, lc_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unit features (M, C, D) of a mixture with the pitch of the setting, and its IBM (C, M)."""
+    X = unit_features(mx.mixture, cfs, track_pitch(pitch_source(mx, pitch)))
+    return X, ideal_mask(mx.speech, mx.noise, cfs, lc_db)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data
+
+
+@dataclass
+class ChannelUnits:
+    """Raw (unnormalised) feature vectors of sampled units of one channel."""
+
+    X: np.ndarray  # (n, D)
+    y: np.ndarray  # (n,) IBM labels
+    domain: np.ndarray  # (n,) int index into TrainingData.domains
+
+
+@dataclass
+class TrainingData:
+    """Sampled units per channel plus the per-channel normalisation statistics."""
+
+    cfs: np.ndarray
+    domains: list[str]
+    kernel_units: list[ChannelUnits]
+    svm_units: list[ChannelUnits]
+    mean: np.ndarray  # (C, D)
+    std: np.ndarray  # (C, D)
+    n_frames: int
+    digest: str
+    pitch: str
+    info: dict = field(default_factory=dict)
+    # (C, 2) IBM counts (label 0, label 1) per channel over all frames of the SVM-training
+    # mixtures: the class prior the SVM training sample can be drawn with (``svm_prior``)
+    class_counts: np.ndarray | None = None
+
+
+def _mixture_units(job: dict) -> dict:
+    """Analyse one mixture of a set: feature moments, IBM counts, a class-balanced sample per channel."""
+    from .features import moments
+
+    _, mx = mixture_from_job(job)
+    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"])
+    rng = np.random.default_rng(job["seed"])
+    cap = job["cap"]
+    picks = []
+    for c in range(X.shape[1]):
+        y = ibm[c]
+        sel = []
+        for lab in (0, 1):
+            idx = np.flatnonzero(y == lab)
+            if idx.size > cap:
+                idx = np.sort(rng.choice(idx, cap, replace=False))
+            sel.append(idx)
+        sel = np.concatenate(sel)
+        picks.append((X[sel, c, :].copy(), y[sel].astype(np.int8)))
+    n1 = ibm.astype(np.int64).sum(axis=1)
+    counts = np.stack([ibm.shape[1] - n1, n1], axis=1)  # (C, 2)
+    return {"stats": moments(X), "picks": picks, "role": job["role"], "domain": job["domain"], "counts": counts}
+
+
+def _stack(pool: list) -> ChannelUnits:
+    if not pool:
+        return ChannelUnits(np.zeros((0, 0)), np.zeros(0, np.int8), np.zeros(0, np.int16))
+    return ChannelUnits(np.concatenate([a for a, _, _ in pool]), np.concatenate([b for _, b, _ in pool]),
+                        np.concatenate([d for _, _, d in pool]))
+
+
+def prepare(
+    mixset,
+    kernel_ids: set[str] | None,
+    *,
+    pitch: str = "estimated",
+    lc_db: float = -10.0,
+    cfs: np.ndarray | None = None,
+    units_per_mixture: int = 40,
+    seed: int = 0,
+    executor=None,
+    progress=None,
+) -> TrainingData:
+    """Analyse every mixture of ``mixset`` once and keep what training needs.
+
+    Parameters
+    ----------
+    mixset : corpus.MixtureSet
+    kernel_ids : set of mixture ids used for kernel learning (the rest train the SVMs); None
+        means the set's ``kernel`` split if present, else a seeded fifth of the utterances.
+    units_per_mixture : int
+        Units per class and channel kept from each mixture (a class-balanced pool from which
+        the per-channel caps are drawn later).
+    executor : parallel executor, optional (default: a serial one)
+    progress : callable(), optional; called once per analysed mixture.
+    """
+    from .features import Normalizer
+    from .parallel import executor as make_executor
+
+    if pitch not in PITCH_SETTINGS:
+        raise InputError(f"pitch must be 'true' or 'estimated', got {pitch!r}")
+    cfs = cfs_for() if cfs is None else np.asarray(cfs, dtype=np.float64)
+    entries = list(mixset.entries)
+    if kernel_ids is None:
+        kernel_ids = default_kernel_ids(entries, seed)
+    domains = sorted({e.domain for e in entries})
+    jobs = [mixture_job(mixset, e, cfs=cfs.tolist(), pitch=pitch, lc_db=lc_db, cap=units_per_mixture, seed=[seed, k],
+                        role="kernel" if e.id in kernel_ids else "svm", domain=domains.index(e.domain))
+            for k, e in enumerate(entries)]
+    n_ch = len(cfs)
+    pools = {"kernel": [[] for _ in range(n_ch)], "svm": [[] for _ in range(n_ch)]}
+    norm = Normalizer()
+    counts = np.zeros((n_ch, 2), dtype=np.int64)
+    ex = make_executor() if executor is None else executor
+    try:
+        for res in ex.imap(_mixture_units, jobs):
+            norm.partial_fit_moments(*res["stats"])
+            if res["role"] == "svm":
+                counts += res["counts"]
+            for c, (Xc, yc) in enumerate(res["picks"]):
+                pools[res["role"]][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
+            if progress is not None:
+                progress()
+    finally:
+        if executor is None:
+            ex.close()
+    n_kernel = sum(1 for j in jobs if j["role"] == "kernel")
+    return TrainingData(
+        cfs=cfs,
+        domains=domains,
+        kernel_units=[_stack(p) for p in pools["kernel"]],
+        svm_units=[_stack(p) for p in pools["svm"]],
+        mean=norm.mean_,
+        std=norm.std_,
+        n_frames=int(norm.n_),
+        digest=mixset.digest(),
+        pitch=pitch,
+        info={"mixtures": len(jobs), "kernel_mixtures": n_kernel, "svm_mixtures": len(jobs) - n_kernel},
+        class_counts=counts,
+    )
+
+
+def default_kernel_ids(entries, seed: int) -> set[str]:
+    """The ``kernel`` split when the set has one, else a seeded fifth of the utterances."""
+    ids = {e.id for e in entries if e.split == "kernel"}
+    if ids:
+        return ids
+    utts = sorted({e.speech for e in entries})
+    if len(utts) < 2:
+        raise InputError("the mixture set needs at least 2 utterances (kernel learning and SVM training use different "
+                         "ones)")
+    rng = np.random.default_rng(seed)
+    k = max(1, len(utts) // 5)
+    chosen = set(rng.choice(utts, k, replace=False).tolist())
+    return {e.id for e in entries if e.speech in chosen}
+
+
+def training_sets(mixset, splits: list[str] | None = None, *, tune: bool = False, tune_split: str = "tune"):
+    """The training mixtures of a set and, with ``tune``, its tuning mixtures.
+
+    Training uses the mixtures of ``splits`` (default: every split but ``tune_split``, which is
+    held out for tuning); tuning uses the ``tune_split`` mixtures.
+
+    Returns
+    -------
+    (train_set, tune_set or None) : corpus.MixtureSet
+    """
+    if tune and tune_split not in mixset.splits:
+        raise InputError(f"{mixset.directory}: tuning needs mixtures with split '{tune_split}' in the set")
+    train = mixset.select(splits=splits or [s for s in mixset.splits if s != tune_split] or None)
+    if len(train) == 0:
+        raise InputError(f"{mixset.directory}: no mixtures left for training")
+    return train, (mixset.select(splits=[tune_split]) if tune else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# One channel's kernel-learning problem
+
+
+def kernel_problem(ku: ChannelUnits, mean: np.ndarray, std: np.ndarray, per_domain: int,
+                   rng: np.random.Generator, info: dict | None = None) -> tuple[np.ndarray, tuple]:
+    """The kernel-learning problem of one channel: normalised points and their cross-domain
+    constraints.
+
+    A noise that never lets speech dominate in the channel (e.g. a low hum in the lowest
+    channels) gives a one-class domain: it cannot pair similar/dissimilar, so it is left out.
+
+    ``info["domains_used"]`` (if ``info`` is given) is set to the number of domains with both
+    classes before the constraints are drawn, so it is kept when that raises InputError.
+
+    Returns
+    -------
+    X : ndarray, shape (n, D), the constrained units normalised by ``mean``/``std``
+    constraints : (i, j, similar) into ``X`` (see :func:`fastifkl.constraints.cross_domain_constraints`)
+    """
+    from .constraints import cross_domain_constraints
+
+    both = [d for d in np.unique(ku.domain) if np.unique(ku.y[ku.domain == d]).size == 2]
+    keep = np.isin(ku.domain, both)
+    if info is not None:
+        info["domains_used"] = int(len(both))
+    pts, cons = cross_domain_constraints(ku.y[keep], ku.domain[keep], per_domain, rng)
+    pts = np.flatnonzero(keep)[pts]
+    return (ku.X[pts] - mean) / std, cons
