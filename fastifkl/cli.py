@@ -113,12 +113,6 @@ class _Bars:
         self.prog = prog
         self.tasks = {}
 
-    def count(self, stage):
-        """Increment and return a per-stage counter (for callbacks that only say 'one more')."""
-        self.counts = getattr(self, "counts", {})
-        self.counts[stage] = self.counts.get(stage, 0) + 1
-        return self.counts[stage]
-
     def __call__(self, stage, done, total):
         if self.prog is None:
             return
@@ -127,27 +121,49 @@ class _Bars:
         self.prog.update(self.tasks[stage], completed=done)
 
 
+def _estimator_defaults() -> dict:
+    """The defaults of :class:`~fastifkl.separator.Separator`'s parameters: `train`'s defaults."""
+    import inspect
+
+    from .separator import Separator
+
+    return {k: p.default for k, p in inspect.signature(Separator).parameters.items()}
+
+
+_SEP = _estimator_defaults()
+
+
 @app.command()
 @handles_errors
 def train(
-    set_dir: Path = typer.Argument(..., help="Mixture set (from 'fastifkl mix'); its 'kernel' split learns the kernel, the rest train the SVMs."),
+    set_dir: Path = typer.Argument(..., help="Mixture set (from 'fastifkl mix'); its 'kernel' split learns the kernel, "
+                                             "the rest train the SVMs."),
     out: Path = typer.Option(..., "-o", "--out", help="Model file to write (.fkl)."),
-    kernel: str = typer.Option("learned", "--kernel", help="learned (KL-SVM) or gaussian (G-SVM)."),
-    pitch: str = typer.Option("estimated", "--pitch", help="Pitch of the training features: 'true' (premixed speech) or 'estimated' (mixture)."),
-    seed: int = typer.Option(0, "--seed"),
-    C: float = typer.Option(1.0, "--C", help="SVM penalty."),
-    gamma: float = typer.Option(1.0, "--gamma", help="ITML slack trade-off."),
-    sigma: Optional[float] = typer.Option(None, "--sigma", help="Gaussian width (default: median heuristic x --sigma-scale)."),
-    sigma_scale: float = typer.Option(1.0, "--sigma-scale"),
-    per_domain: int = typer.Option(100, "--per-domain", help="Units per noise condition and channel for the constraints."),
-    max_train: int = typer.Option(3000, "--max-train", help="SVM training units per channel (class mix set by --svm-prior)."),
-    svm_prior: str = typer.Option("natural", "--svm-prior", help="Class mix of the SVM training units: 'natural' (the channel's IBM prior in the training mixtures) or 'balanced' (1:1)."),
-    itml_mode: str = typer.Option("lowrank", "--itml-mode", help="lowrank or exact."),
-    itml_order: str = typer.Option("given", "--itml-order", help="Order of the ITML projections: given, similar_first or random (seeded)."),
-    rank: Optional[int] = typer.Option(64, "--rank", help="Rank of the low-rank ITML."),
-    max_sweeps: int = typer.Option(20, "--max-sweeps"),
-    channels: int = typer.Option(64, "--channels", help="Gammatone channels (80-5000 Hz)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Use only these splits of the set (comma-separated)."),
+    kernel: str = typer.Option(_SEP["kernel"], "--kernel", help="learned (KL-SVM) or gaussian (G-SVM)."),
+    pitch: str = typer.Option(_SEP["pitch"], "--pitch", help="Pitch of the training features: 'true' (premixed "
+                                                             "speech) or 'estimated' (mixture)."),
+    seed: int = typer.Option(_SEP["seed"], "--seed"),
+    C: float = typer.Option(_SEP["C"], "--C", help="SVM penalty."),
+    gamma: float = typer.Option(_SEP["gamma"], "--gamma", help="ITML slack trade-off."),
+    sigma: Optional[float] = typer.Option(_SEP["sigma"], "--sigma", help="Gaussian width (default: median heuristic "
+                                                                         "x --sigma-scale)."),
+    sigma_scale: float = typer.Option(_SEP["sigma_scale"], "--sigma-scale"),
+    per_domain: int = typer.Option(_SEP["per_domain"], "--per-domain", help="Units per noise condition and channel "
+                                                                            "for the constraints."),
+    max_train: int = typer.Option(_SEP["max_train"], "--max-train", help="SVM training units per channel (class mix "
+                                                                         "set by --svm-prior)."),
+    svm_prior: str = typer.Option(_SEP["svm_prior"], "--svm-prior", help="Class mix of the SVM training units: "
+                                  "'natural' (the channel's IBM prior in the training mixtures) or 'balanced' (1:1)."),
+    itml_mode: str = typer.Option(_SEP["itml_mode"], "--itml-mode", help="lowrank or exact."),
+    itml_order: str = typer.Option(_SEP["itml_order"], "--itml-order", help="Order of the ITML projections: given, "
+                                                                            "similar_first or random (seeded)."),
+    rank: Optional[int] = typer.Option(_SEP["rank"], "--rank", help="Rank of the low-rank ITML (default: the smallest "
+                                       "rank with <= 1 % relative truncation error of the base kernel)."),
+    max_sweeps: int = typer.Option(_SEP["max_sweeps"], "--max-sweeps"),
+    channels: int = typer.Option(_SEP["n_channels"], "--channels", help=f"Gammatone channels ({_SEP['fmin']:g}-"
+                                                                        f"{_SEP['fmax']:g} Hz)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Use only these splits of the set (comma-separated; "
+                                                              "default: all but 'tune')."),
     tune: bool = typer.Option(False, "--tune", help="Choose sigma scale, C and gamma on the set's 'tune' split first."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (-1: one per core)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
@@ -158,34 +174,16 @@ def train(
 
     from .corpus import MixtureSet
     from .separator import Separator
+    from .training import training_sets
 
-    from .parallel import executor
-    from .separator import cfs_for, prepare
-
-    ms = MixtureSet.load(set_dir)
-    splits = _split_list(split)
-    if tune and "tune" not in ms.splits:
-        fail(f"{set_dir}: --tune needs mixtures with split 'tune' in the set")
-    train_set = ms.select(splits=splits) if splits else ms.select(splits=[s for s in ms.splits if s != "tune"] or None)
-    if len(train_set) == 0:
-        fail(f"{set_dir}: no mixtures left for training")
+    train_set, tune_set = training_sets(MixtureSet.load(set_dir), _split_list(split), tune=tune)
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
                     n_channels=channels, svm_prior=svm_prior, itml_order=itml_order)
-    sep._check_params()
     t0 = time.perf_counter()
-    with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:
-        bars = _Bars(prog)
-        data = prepare(train_set, None, pitch=pitch, lc_db=sep.lc_db, cfs=cfs_for(sep.n_channels, sep.fmin, sep.fmax),
-                       units_per_mixture=sep.units_per_mixture,
-                       seed=seed, executor=ex, progress=lambda: bars("features", bars.count("features"), len(train_set)))
-        if tune:
-            from .tuning import tune_on_data
-
-            best = tune_on_data(sep, data, ms.select(splits=["tune"]), executor=ex, progress=bars,
-                                log=None if quiet else typer.echo)
-            sep.set_params(**best)
-        sep.fit_data(data, executor=ex, progress=bars)
+    with _progress(not quiet) as prog:
+        sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=_Bars(prog),
+                log=None if quiet else typer.echo)
     sep.save(out)
     if not quiet:
         s = sep.size_summary()
@@ -303,7 +301,8 @@ def evaluate(
 ):
     """HIT, FA, HIT-FA and accuracy per noise and overall (Markdown table, JSON with --report)."""
     from .corpus import MixtureSet
-    from .evaluate import _report_json, evaluate as run_eval, markdown_table, write_report
+    from .evaluate import evaluate as run_eval
+    from .evaluate import markdown_table, report_json, write_report
 
     if pitch not in ("true", "estimated"):
         fail(f"--pitch must be 'true' or 'estimated', got {pitch!r}")
@@ -318,7 +317,7 @@ def evaluate(
                        progress=lambda d, t: bars("evaluate", d, t))
     write_report(rep, report, markdown)
     if as_json:
-        typer.echo(json.dumps(_report_json({k: v for k, v in rep.items() if k != "example"}), indent=1, sort_keys=True))
+        typer.echo(json.dumps(report_json(rep), indent=1, sort_keys=True))
     else:
         typer.echo(markdown_table(rep))
     if plot and rep["example"] is not None:
