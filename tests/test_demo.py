@@ -139,7 +139,7 @@ def test_tts_gives_finite_16k_speech_deterministically():
     from piper import PiperVoice, SynthesisConfig
 
     from fastifkl.demo import Voice
-    from fastifkl.separator import track_pitch
+    from fastifkl.training import track_pitch
 
     text = "The birch canoe slid on the smooth planks."
     v = Voice()

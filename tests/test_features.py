@@ -1,11 +1,11 @@
-"""Per-unit features: each family against the loop references in tests/naive_features.py,
+"""Per-unit features: each family against the loop references in tests/naive.py,
 MFCC against python_speech_features, analytic checks, edge cases, FeatureSpec, Normalizer."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import naive_features as nf
+import naive
 from fastifkl import gammatone
 from fastifkl.errors import InputError
 from fastifkl.features import FAMILIES, FeatureSpec, Normalizer, extract
@@ -50,9 +50,9 @@ def _f0(m, seed=3):
 
 
 FAMILY_FUNCS = {
-    "mfcc": (mfcc.mfcc, nf.mfcc),
-    "rasta_plp": (rasta_plp.rasta_plp, nf.rasta_plp),
-    "ams": (ams.ams, nf.ams),
+    "mfcc": (mfcc.mfcc, naive.mfcc),
+    "rasta_plp": (rasta_plp.rasta_plp, naive.rasta_plp),
+    "ams": (ams.ams, naive.ams),
 }
 
 
@@ -72,7 +72,7 @@ def test_pitch_features_match_loop_reference(random_responses, real_responses):
     for r in (random_responses, real_responses):
         f0 = _f0(n_frames(r.shape[1]))
         got = pitch_features.pitch_features(r, f0)
-        ref = nf.pitch_features(r, f0).transpose(1, 0, 2)
+        ref = naive.pitch_features(r, f0).transpose(1, 0, 2)
         assert_rel(got, ref)
         assert np.all(got[f0 == 0] == 0)
         assert np.abs(got[f0 > 0]).max() > 0.1
@@ -80,7 +80,7 @@ def test_pitch_features_match_loop_reference(random_responses, real_responses):
 
 def test_deltas_match_loop_reference():
     x = np.random.default_rng(0).standard_normal((7, 5, 4))
-    dt, df = nf.deltas(x)
+    dt, df = naive.deltas(x)
     np.testing.assert_array_equal(deltas.time_delta(x), dt)
     np.testing.assert_array_equal(deltas.freq_delta(x), df)
 
@@ -91,8 +91,8 @@ def test_extract_layout_matches_families_and_deltas(random_responses):
     f0 = _f0(m)
     x = extract(r, f0)
     assert x.shape == (m, r.shape[0], 195) and x.dtype == np.float64
-    base = np.concatenate([nf.ams(r), nf.rasta_plp(r), nf.mfcc(r), nf.pitch_features(r, f0)], axis=2).transpose(1, 0, 2)
-    dt, df = nf.deltas(base)
+    base = np.concatenate([naive.ams(r), naive.rasta_plp(r), naive.mfcc(r), naive.pitch_features(r, f0)], axis=2).transpose(1, 0, 2)
+    dt, df = naive.deltas(base)
     assert_rel(x, np.concatenate([base, dt, df], axis=2))
 
 
@@ -128,15 +128,15 @@ def test_mel_filterbank_is_psf_like_where_bins_are_dense():
 
 
 def test_power_spectrum_twin(random_responses):
-    np.testing.assert_allclose(_common.power_spectrum(random_responses), _common.power_spectrum_numpy(random_responses),
-                               rtol=1e-9, atol=1e-12 * _common.power_spectrum_numpy(random_responses).max())
+    np.testing.assert_allclose(_common.power_spectrum(random_responses), naive.power_spectrum(random_responses),
+                               rtol=1e-9, atol=1e-12 * naive.power_spectrum(random_responses).max())
 
 
 def test_chunked_band_energies_match_full_power_spectrum():
     r = np.random.default_rng(8).standard_normal((3, 160 * 40 + 320))  # 41 frames: 3 chunks
     w1, w2 = mfcc.mel_filterbank(), rasta_plp.bark_filterbank()
     e1, e2 = _common.band_energies(r, [w1, w2])
-    p = _common.power_spectrum_numpy(r)
+    p = naive.power_spectrum(r)
     np.testing.assert_allclose(e1, p @ w1.T, rtol=1e-10, atol=1e-12 * p.max())
     np.testing.assert_allclose(e2, p @ w2.T, rtol=1e-10, atol=1e-12 * p.max())
 
@@ -144,11 +144,11 @@ def test_chunked_band_energies_match_full_power_spectrum():
 def test_rasta_and_lpc_twins():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((40, 3, 21))
-    np.testing.assert_allclose(rasta_plp.rasta_filter(x), rasta_plp.rasta_filter_numpy(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rasta_plp.rasta_filter(x), naive.rasta_filter(x), rtol=1e-12, atol=1e-12)
     # autocorrelations of random positive spectra
     s = np.exp(rng.standard_normal((50, 21)))
     r = s @ rasta_plp._acf_matrix(21)
-    np.testing.assert_allclose(rasta_plp.lpc_cepstrum(r), rasta_plp.lpc_cepstrum_numpy(r), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(rasta_plp.lpc_cepstrum(r), naive.lpc_cepstrum(r), rtol=1e-9, atol=1e-9)
 
 
 def test_rasta_filter_kills_constants_and_passes_modulation():
@@ -180,7 +180,7 @@ def test_ams_envelope_matches_upfirdn():
 
 def test_pitch_envelope_twin(random_responses):
     np.testing.assert_allclose(pitch_features.pitch_envelope(random_responses),
-                               pitch_features.pitch_envelope_numpy(random_responses), rtol=1e-9, atol=1e-12)
+                               naive.pitch_envelope_bank(random_responses), rtol=1e-9, atol=1e-12)
 
 
 # ------------------------------------------------------------------ analytic checks
@@ -331,3 +331,16 @@ def test_normalizer_statistics_and_streaming():
         nz.transform(allx[:, :3])
     with pytest.raises(InputError):
         Normalizer().transform(allx)
+
+
+def test_assembled_features_match_extract(rng):
+    """``assemble`` of a base whose pitch family was computed on its own (as the experiment does
+    for each pitch setting) equals ``extract``."""
+    from fastifkl import features
+
+    x = rng.standard_normal(6400)
+    R = gammatone.filterbank(x, 16000, gammatone.erb_space(80, 5000, 8))
+    f0 = np.where(rng.random(1 + (6400 - 320) // 160) > 0.5, 120.0, 0.0)
+    base = features.base_features(R, None, 16000, ["ams", "rasta_plp", "mfcc"])
+    base["pitch"] = features.base_features(R, f0, 16000, ["pitch"])["pitch"]
+    np.testing.assert_array_equal(features.assemble(base), features.extract(R, f0))

@@ -3,31 +3,12 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
+import naive
+from fastifkl import _gammatone_kernels as gk
 from fastifkl import gammatone as gt
 from fastifkl.errors import InputError
 
 SR = 16000
-
-
-def naive_filterbank(x, cfs, sr=SR):
-    """Brute-force reference: per channel, demodulate, four first-order low-passes written as
-    an explicit Python loop (no scipy, no Numba), remodulate, real part, unit gain at cf
-    measured numerically on a long tone."""
-    out = np.empty((len(cfs), x.size))
-    for c, cf in enumerate(cfs):
-        b = 1.019 * 24.7 * (4.37 * cf / 1000 + 1)
-        a = np.exp(-2 * np.pi * b / sr)
-        ph = np.exp(-2j * np.pi * cf * np.arange(x.size) / sr)
-        y = x * ph
-        for _ in range(4):
-            z = np.empty_like(y)
-            prev = 0j
-            for n in range(y.size):
-                prev = (1 - a) * y[n] + a * prev
-                z[n] = prev
-            y = z
-        out[c] = np.real(y * np.conj(ph))
-    return out
 
 
 def gain_at(h, f, sr=SR):
@@ -50,12 +31,12 @@ def test_filterbank_matches_naive_loop_and_scipy_lfilter():
     x = rng.standard_normal(2000)
     cfs = gt.erb_space(80, 5000, 8)
     ours = gt.filterbank(x, SR, cfs)
-    ref = naive_filterbank(x, cfs)
+    ref = naive.filterbank_loop(x, cfs)
     # the naive reference has no normalisation: scale each channel by our design gain
     _, _, gain = gt.design(cfs, SR)
     np.testing.assert_allclose(ours, ref * gain[:, None], rtol=0, atol=1e-10 * np.abs(ours).max())
-    # and the scipy.signal.lfilter twin kept in the module
-    np.testing.assert_allclose(ours, gt.filterbank_reference(x, SR, cfs), rtol=0, atol=1e-10 * np.abs(ours).max())
+    # and the scipy.signal.lfilter twin (tests/naive.py)
+    np.testing.assert_allclose(ours, naive.filterbank_lfilter(x, SR, cfs), rtol=0, atol=1e-10 * np.abs(ours).max())
 
 
 @pytest.mark.parametrize("n_ch", [1, 7, 17, 64, 100])
@@ -64,7 +45,7 @@ def test_any_channel_count(n_ch):
     cfs = gt.erb_space(100, 6000, n_ch)
     r = gt.filterbank(x, SR, cfs)
     assert r.shape == (n_ch, 800)
-    np.testing.assert_allclose(r, gt.filterbank_reference(x, SR, cfs), atol=1e-10 * np.abs(r).max())
+    np.testing.assert_allclose(r, naive.filterbank_lfilter(x, SR, cfs), atol=1e-10 * np.abs(r).max())
 
 
 def _peaks_and_bandwidths(h: np.ndarray, nfft: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,8 +146,8 @@ def test_resynthesis_matches_forward_backward_reference():
     cfs = gt.erb_space(80, 5000, 6)
     m = 1 + (3000 - 320) // 160
     mask = (rng.random((6, m)) > 0.3).astype(float)
-    r = gt.filterbank_reference(x, SR, cfs)
-    rr = np.stack([gt.filterbank_reference(ch[::-1].copy(), SR, cfs[c : c + 1])[0][::-1] for c, ch in enumerate(r)])
+    r = naive.filterbank_lfilter(x, SR, cfs)
+    rr = np.stack([naive.filterbank_lfilter(ch[::-1].copy(), SR, cfs[c : c + 1])[0][::-1] for c, ch in enumerate(r)])
     win = np.hanning(321)[:-1]
     w = np.zeros((6, 3000))
     for i in range(m):
@@ -215,6 +196,21 @@ def test_filterbank_out_buffer():
         gt.filterbank(x, out=np.empty((64, 2999)))
 
 
+@pytest.mark.parametrize("n", [4000, 4123, 330])
+def test_resynthesis_from_one_zero_phase_pass(rng, n):
+    """Several masks from one zero-phase pass (the experiment's fast path): the same bits as
+    ``resynthesize`` alone, and equal to the (C x N) frame-weight formulation."""
+    x = rng.standard_normal(n)
+    cfs = gt.erb_space(80, 5000, 16)
+    mask = (rng.random((16, 1 + (n - 320) // 160)) > 0.5).astype(np.uint8)
+    r = gt.zero_phase(x, SR, cfs)
+    y = gt.resynthesize(x, mask, SR, cfs, filtered=r)
+    np.testing.assert_array_equal(y, gt.resynthesize(x, mask, SR, cfs))
+    np.testing.assert_array_equal(r, gt.zero_phase(x, SR, cfs, responses=gt.filterbank(x, SR, cfs)))
+    ref = np.einsum("cn,cn->n", r, gt.frame_weights(mask, n)) * gt.resynthesis_gain(cfs, SR)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # The SIMD tile kernel against the generic Numba kernel (its scalar twin), the float32 output,
 # and the recycled output buffers
@@ -224,10 +220,10 @@ def _scalar_twin(x, cfs, reverse_inplace_of=None):
     pr, pi, g = gt._coeffs(cfs, SR)
     if reverse_inplace_of is None:
         out = np.empty((len(cfs), x.size))
-        gt._kernel(x, False, pr, pi, g, False, out, gt._per_task(len(cfs)))
+        gk.kernel(x, False, pr, pi, g, False, out, gk.per_task(len(cfs)))
     else:
         out = reverse_inplace_of.copy()
-        gt._kernel(x, True, pr, pi, g, True, out, gt._per_task(len(cfs)))
+        gk.kernel(x, True, pr, pi, g, True, out, gk.per_task(len(cfs)))
     return out
 
 
@@ -241,14 +237,14 @@ def test_simd_tiles_match_scalar_kernel(n_ch, n):
     ref = _scalar_twin(x, cfs)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(gt.filterbank(x, SR, cfs), ref, rtol=0, atol=1e-13 * scale)
-    # float32: 16-channel tiles in float32 arithmetic, remainder channels through _group
+    # float32: 16-channel tiles in float32 arithmetic, remainder channels through gk.group
     r32 = gt.filterbank(x, SR, cfs, dtype=np.float32)
     assert r32.dtype == np.float32
     assert (np.abs(r32 - ref).max(axis=1) / np.abs(ref).max(axis=1)).max() < 3e-5
     # the backward in-place pass of resynthesis (per-channel input, reversed time)
     pr, pi, g = gt._coeffs(cfs, SR)
     back = ref.copy()
-    gt._bank_backward_inplace(pr, pi, g, back)
+    gk.bank_backward_inplace(pr, pi, g, back)
     ref_back = _scalar_twin(x, cfs, reverse_inplace_of=ref)
     np.testing.assert_allclose(back, ref_back, rtol=0, atol=1e-13 * np.abs(ref_back).max())
 

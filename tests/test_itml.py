@@ -3,9 +3,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from fastifkl import itml, kernels
+from fastifkl import constraints, itml, kernels
 from fastifkl.errors import InputError
-from naive_itml import naive_kernel_itml
+import naive
 
 
 def _data(seed, D=4, pool=100, d=10, cls=2.0, shift=0.5, p1=0.5):
@@ -19,11 +19,11 @@ def _data(seed, D=4, pool=100, d=10, cls=2.0, shift=0.5, p1=0.5):
 
 def _problem(seed, per=30, **kw):
     X, lab, dom = _data(seed, **kw)
-    pts, cons = itml.cross_domain_constraints(lab, dom, per, np.random.default_rng(seed))
+    pts, cons = constraints.cross_domain_constraints(lab, dom, per, np.random.default_rng(seed))
     Xp = X[pts]
     sigma = kernels.median_sigma(Xp)
     K0 = kernels.gaussian(Xp, sigma=sigma)
-    u, l = itml.distance_thresholds(K0, cons)
+    u, l = constraints.distance_thresholds(K0, cons)
     return Xp, sigma, K0, cons, u, l
 
 
@@ -39,7 +39,7 @@ def _pair_d(K, i, j):
 
 def test_cross_domain_constraints_structure():
     X, lab, dom = _data(0, D=5, pool=60, p1=0.3)
-    pts, (i, j, sim) = itml.cross_domain_constraints(lab, dom, 20, np.random.default_rng(1))
+    pts, (i, j, sim) = constraints.cross_domain_constraints(lab, dom, 20, np.random.default_rng(1))
     assert len(pts) == 100 and len(np.unique(pts)) == 100
     assert len(i) == 20 * 20 * 10  # per^2 * C(5, 2)
     d = dom[pts]
@@ -53,14 +53,14 @@ def test_cross_domain_constraints_structure():
         sel = pts[d == k]
         assert np.sum(lab[sel] == 1) == 10
     # deterministic for a seed
-    pts2, (i2, _, _) = itml.cross_domain_constraints(lab, dom, 20, np.random.default_rng(1))
+    pts2, (i2, _, _) = constraints.cross_domain_constraints(lab, dom, 20, np.random.default_rng(1))
     assert np.array_equal(pts, pts2) and np.array_equal(i, i2)
 
 
 def test_cross_domain_constraints_balance_with_scarce_class():
     lab = np.array([1, 1] + [0] * 30 + [1] * 16 + [0] * 16)
     dom = np.array([0] * 32 + [1] * 32)
-    pts, (i, j, sim) = itml.cross_domain_constraints(lab, dom, 10, 0)
+    pts, (i, j, sim) = constraints.cross_domain_constraints(lab, dom, 10, 0)
     d0 = pts[dom[pts] == 0]
     assert len(d0) == 10 and np.sum(lab[d0] == 1) == 2  # all of the scarce class, rest from the other
     d1 = pts[dom[pts] == 1]
@@ -73,7 +73,7 @@ def test_distance_thresholds_brute_force(rng):
     i, j, _ = cons
     d = np.array([K0[a, a] + K0[b, b] - 2 * K0[a, b] for a, b in zip(i, j)])
     assert (u, l) == (pytest.approx(np.percentile(d, 5)), pytest.approx(np.percentile(d, 95)))
-    u2, l2 = itml.distance_thresholds(K0, cons, 10, 80)
+    u2, l2 = constraints.distance_thresholds(K0, cons, 10, 80)
     assert u2 == pytest.approx(np.percentile(d, 10)) and l2 == pytest.approx(np.percentile(d, 80))
 
 
@@ -86,7 +86,7 @@ def test_exact_equals_numpy_reference(similar_first, block, gamma):
                             max_sweeps=25)
     i, j, s = cons
     order = np.argsort(~s, kind="stable") if similar_first else np.arange(len(i))
-    Kn, Sn, lamn, sweeps = naive_kernel_itml(K0, i[order], j[order], s[order], u, l, gamma, max_sweeps=25)
+    Kn, Sn, lamn, sweeps = naive.kernel_itml(K0, i[order], j[order], s[order], u, l, gamma, max_sweeps=25)
     assert res.n_sweeps == sweeps
     assert _rel(res.K, Kn) < 1e-10
     assert _rel(res.S, Sn) < 1e-10
@@ -101,7 +101,7 @@ def test_random_order_is_a_seeded_permutation():
     i, j, s = cons
     res = itml.learn_kernel(K0, cons, u, l, 1.0, mode="exact", order="random", seed=7, block=5, max_sweeps=10)
     perm = np.random.default_rng(7).permutation(len(i))
-    Kn, Sn, lamn, sweeps = naive_kernel_itml(K0, i[perm], j[perm], s[perm], u, l, 1.0, max_sweeps=10)
+    Kn, Sn, lamn, sweeps = naive.kernel_itml(K0, i[perm], j[perm], s[perm], u, l, 1.0, max_sweeps=10)
     assert res.n_sweeps == sweeps
     assert _rel(res.K, Kn) < 1e-10 and _rel(res.S, Sn) < 1e-10
     assert _rel(res.lambdas[perm], lamn) < 1e-10
@@ -120,14 +120,14 @@ def test_numpy_twins_match_kernels():
     i, j, s = cons
     delta = np.where(s, 1.0, -1.0)
     gp = 0.5
-    # exact: jitted blocked sweeps vs _exact_sweep_numpy, 3 sweeps
+    # exact: jitted blocked sweeps vs naive.exact_sweep, 3 sweeps
     res = itml.learn_kernel(K0, cons, u, l, 1.0, mode="exact", block=5, max_sweeps=3, tol=1e-300)
     K = K0.copy()
     S = np.zeros_like(K0)
     xi = np.where(s, u, l)
     lam = np.zeros(len(i))
     for _ in range(3):
-        itml._exact_sweep_numpy(K, S, K0, i, j, delta, xi, lam, 1.0, gp)
+        naive.exact_sweep(K, S, K0, i, j, delta, xi, lam, 1.0, gp)
     assert _rel(res.K, K) < 1e-10 and _rel(res.S, S) < 1e-10
     # low-rank
     res = itml.learn_kernel(K0, cons, u, l, 1.0, mode="lowrank", rank=9, max_sweeps=3, tol=1e-300)
@@ -135,7 +135,7 @@ def test_numpy_twins_match_kernels():
     xi = np.where(s, u, l)
     lam = np.zeros(len(i))
     for _ in range(3):
-        itml._lowrank_sweep_numpy(res.G, W, i, j, delta, xi, lam, 1.0, gp)
+        naive.lowrank_sweep(res.G, W, i, j, delta, xi, lam, 1.0, gp)
     assert _rel(res.W, W) < 1e-10 and _rel(res.lambdas, lam) < 1e-10
 
 
@@ -157,12 +157,12 @@ def problem200():
     """200 points (4 domains x 50), a random 4,000 of the 15,000 cross-domain constraints, linear data."""
     X, lab, dom = _data(11, D=4, pool=150, d=12, cls=1.0, shift=0.4)
     rng = np.random.default_rng(11)
-    pts, (i, j, s) = itml.cross_domain_constraints(lab, dom, 50, rng)
+    pts, (i, j, s) = constraints.cross_domain_constraints(lab, dom, 50, rng)
     sel = np.sort(rng.choice(len(i), 4000, replace=False))
     cons = (i[sel], j[sel], s[sel])
     G = X[pts] / 4.0
     K0 = G @ G.T
-    u, l = itml.distance_thresholds(K0, cons)
+    u, l = constraints.distance_thresholds(K0, cons)
     return G, K0, cons, u, l
 
 
@@ -233,14 +233,14 @@ def test_single_class_domain_is_an_error():
     lab = np.array([0, 1] * 10 + [1] * 20)
     dom = np.array([0] * 20 + [1] * 20)
     with pytest.raises(InputError, match="single class"):
-        itml.cross_domain_constraints(lab, dom, 5, 0)
+        constraints.cross_domain_constraints(lab, dom, 5, 0)
 
 
 def test_fewer_than_two_domains_is_an_error():
     with pytest.raises(InputError, match="2 domains"):
-        itml.cross_domain_constraints([0, 1, 0, 1], [3, 3, 3, 3], 2, 0)
+        constraints.cross_domain_constraints([0, 1, 0, 1], [3, 3, 3, 3], 2, 0)
     with pytest.raises(InputError):
-        itml.cross_domain_constraints([0, 1, 0], [0, 1], 2, 0)
+        constraints.cross_domain_constraints([0, 1, 0], [0, 1], 2, 0)
 
 
 @pytest.mark.parametrize("mode", ["exact", "lowrank"])
@@ -251,7 +251,7 @@ def test_duplicate_points_are_an_error(mode):
     with pytest.raises(InputError, match="duplicate"):
         itml.learn_kernel(K0, cons, 0.1, 1.0, 1.0, mode=mode)
     with pytest.raises(InputError, match="thresholds must be positive|duplicate"):
-        u, l = itml.distance_thresholds(K0, (np.array([1, 1]), np.array([2, 2]), np.array([True, False])))
+        u, l = constraints.distance_thresholds(K0, (np.array([1, 1]), np.array([2, 2]), np.array([True, False])))
 
 
 @pytest.mark.parametrize("gamma", [0.0, -1.0, np.nan])
@@ -298,3 +298,10 @@ def test_hard_constraints_finite(mode):
     res = itml.learn_kernel(K0, cons, u, l, np.inf, mode=mode, rank=10, max_sweeps=20)
     assert np.all(np.isfinite(res.K)) and np.all(np.isfinite(res.lambdas))
     assert np.linalg.eigvalsh(res.K)[0] > 0
+
+
+def test_constraints_stay_importable_from_itml():
+    """README's Python API shows ``itml.cross_domain_constraints``: the names moved to
+    fastifkl.constraints and stay importable from itml."""
+    assert itml.cross_domain_constraints is constraints.cross_domain_constraints
+    assert itml.distance_thresholds is constraints.distance_thresholds

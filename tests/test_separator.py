@@ -13,7 +13,8 @@ from fastifkl.cli import app
 from fastifkl.corpus import MixtureSet, scan, select_noises
 from fastifkl.errors import InputError, ModelError
 from fastifkl.parallel import executor
-from fastifkl.separator import Separator, prepare
+from fastifkl.separator import Separator
+from fastifkl.training import prepare
 
 from synth import make_corpus
 
@@ -35,7 +36,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(corpus):
     _, train, _ = corpus
-    from fastifkl.separator import cfs_for
+    from fastifkl.training import cfs_for
 
     return prepare(train, None, cfs=cfs_for(8), units_per_mixture=15, seed=0)
 
@@ -50,7 +51,7 @@ def test_prepare_uses_kernel_split_and_balances(data):
 
 
 def test_prepare_counts_the_ibm_prior_of_the_svm_mixtures(corpus, data):
-    from fastifkl.separator import cfs_for, ideal_mask
+    from fastifkl.training import cfs_for, ideal_mask
 
     _, train, _ = corpus
     want = np.zeros((8, 2), dtype=np.int64)
@@ -98,7 +99,7 @@ def test_itml_order_random_is_seeded(data):
     assert same
     assert any(x.shape != y.shape or not np.allclose(x, y) for x, y in zip(a.coef_, g.coef_))
     with pytest.raises(InputError, match="itml_order"):
-        Separator(itml_order="shuffled")._check_params()
+        Separator(itml_order="shuffled").check_params()
 
 
 def test_params_conventions():
@@ -109,7 +110,7 @@ def test_params_conventions():
     with pytest.raises(InputError, match="no parameter"):
         s.set_params(bogus=1)
     with pytest.raises(InputError, match="kernel must be"):
-        Separator(kernel="poly")._check_params()
+        Separator(kernel="poly").check_params()
 
 
 def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
@@ -130,12 +131,12 @@ def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
     assert y.shape == mx.mixture.shape and mask.shape == d2.shape and set(np.unique(mask)) <= {0, 1}
     np.testing.assert_array_equal(mask, (d2 > 0).astype(np.uint8))
     # the float32 kernel path agrees with the float64 one on the same (loaded) points
-    from fastifkl.separator import _decision
+    from fastifkl.kernels import gaussian_decision
 
     X = np.random.default_rng(3).standard_normal((50, 195))
     c = 3
-    d32 = _decision(X, back.points_[c], back.coef_[c], back.bias_[c], back.sigma_[c])
-    d64 = _decision(X, back.points_[c].astype(np.float64), back.coef_[c], back.bias_[c], back.sigma_[c])
+    d32 = gaussian_decision(X, back.points_[c], back.coef_[c], back.bias_[c], back.sigma_[c])
+    d64 = gaussian_decision(X, back.points_[c].astype(np.float64), back.coef_[c], back.bias_[c], back.sigma_[c])
     np.testing.assert_allclose(d32, d64, rtol=1e-4, atol=1e-4 * np.abs(back.coef_[c]).sum())
 
 
