@@ -161,6 +161,21 @@ def _sym_row_diff(K, i, j, out):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
+def _add_rows(Z, Y, q0, q1, i, j, z, yv, track):  # pragma: no cover
+    """``z += (Z[q, i] - Z[q, j]) Z[q]`` (and ``yv +=`` the same multiple of ``Y[q]`` when
+    ``track``) for q = q0 .. q1-1."""
+    for q in range(q0, q1):
+        c = Z[q, i] - Z[q, j]
+        zq = Z[q]
+        for a in range(z.shape[0]):
+            z[a] += c * zq[a]
+        if track:
+            yq = Y[q]
+            for a in range(z.shape[0]):
+                yv[a] += c * yq[a]
+
+
+@njit(cache=True, nogil=True)
 def exact_block(K, MT, ci, cj, delta, xi, lam, gamma, gamma_proj, start, Z, Y, track):  # pragma: no cover
     """Process constraints from ``start`` until the block buffers are full or the list ends.
 
@@ -201,30 +216,15 @@ def exact_block(K, MT, ci, cj, delta, xi, lam, gamma, gamma_proj, start, Z, Y, t
             row = b - 1 - kn
         z = Z[row]
         _sym_row_diff(K, i, j, z)
+        yv = Y[row] if track else z  # yv is only written when track
         if track:
-            yv = Y[row]
             for a in range(K.shape[0]):
                 yv[a] = MT[i, a] - MT[j, a]
             yv[i] += 1.0
             yv[j] -= 1.0
-        for q in range(kp):
-            c = Z[q, i] - Z[q, j]
-            zq = Z[q]
-            for a in range(z.shape[0]):
-                z[a] += c * zq[a]
-            if track:
-                yq = Y[q]
-                for a in range(z.shape[0]):
-                    yv[a] += c * yq[a]
-        for q in range(b - kn, b):
-            c = Z[q, j] - Z[q, i]
-            zq = Z[q]
-            for a in range(z.shape[0]):
-                z[a] += c * zq[a]
-            if track:
-                yq = Y[q]
-                for a in range(z.shape[0]):
-                    yv[a] += c * yq[a]
+        # the block's earlier rank-1 terms: + rows with beta > 0, - rows with beta < 0
+        _add_rows(Z, Y, 0, kp, i, j, z, yv, track)
+        _add_rows(Z, Y, b - kn, b, j, i, z, yv, track)
         s = np.sqrt(abs(beta))
         for a in range(z.shape[0]):
             z[a] *= s

@@ -355,6 +355,18 @@ def kernel_itml(K0, i, j, similar, u, l, gamma, tol=1e-3, max_sweeps=100):
     return K, S, lam, sweeps
 
 
+def _projection(t, p, delta, xi, lam, gamma, gamma_proj):
+    """Bregman projection t at current distance p: updates lam[t] and xi[t] and returns beta, or
+    None when the projection is inactive (alpha == 0)."""
+    alpha = min(lam[t], delta[t] * gamma_proj * (1.0 / p - 1.0 / xi[t]))
+    if alpha == 0.0:
+        return None
+    lam[t] -= alpha
+    beta = delta[t] * alpha / (1.0 - delta[t] * alpha * p)
+    xi[t] = 1.0 / (1.0 / xi[t] + delta[t] * alpha / gamma)
+    return beta
+
+
 def lowrank_sweep(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj):
     """One sweep of low-rank ITML, in place on W and the dual state: twin of
     ``fastifkl._itml_kernels.lowrank_sweep``.  Returns the number of active projections."""
@@ -362,14 +374,10 @@ def lowrank_sweep(G, W, ci, cj, delta, xi, lam, gamma, gamma_proj):
     for t in range(len(ci)):
         g = G[ci[t]] - G[cj[t]]
         y = W @ g
-        p = g @ y
-        alpha = min(lam[t], delta[t] * gamma_proj * (1.0 / p - 1.0 / xi[t]))
-        if alpha == 0.0:
+        beta = _projection(t, g @ y, delta, xi, lam, gamma, gamma_proj)
+        if beta is None:
             continue
         n_upd += 1
-        lam[t] -= alpha
-        beta = delta[t] * alpha / (1.0 - delta[t] * alpha * p)
-        xi[t] = 1.0 / (1.0 / xi[t] + delta[t] * alpha / gamma)
         W += beta * np.outer(y, y)
     return n_upd
 
@@ -381,14 +389,10 @@ def exact_sweep(K, S, K0, ci, cj, delta, xi, lam, gamma, gamma_proj):
     for t in range(len(ci)):
         i, j = ci[t], cj[t]
         u = K[:, i] - K[:, j]
-        p = u[i] - u[j]
-        alpha = min(lam[t], delta[t] * gamma_proj * (1.0 / p - 1.0 / xi[t]))
-        if alpha == 0.0:
+        beta = _projection(t, u[i] - u[j], delta, xi, lam, gamma, gamma_proj)
+        if beta is None:
             continue
         n_upd += 1
-        lam[t] -= alpha
-        beta = delta[t] * alpha / (1.0 - delta[t] * alpha * p)
-        xi[t] = 1.0 / (1.0 / xi[t] + delta[t] * alpha / gamma)
         if S is not None:
             w = S @ (K0[:, i] - K0[:, j])
             w[i] += 1.0
