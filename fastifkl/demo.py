@@ -161,7 +161,7 @@ def _example_job(job: dict) -> dict:
     """One test mixture: IBM and both models' masks from one analysis; four wavs written."""
     from .audio import save
     from .evaluate import cached_model
-    from .gammatone import resynthesize
+    from .gammatone import resynthesize, zero_phase
     from .training import analyse, mixture_from_job
 
     entry, mx = mixture_from_job(job)
@@ -174,8 +174,10 @@ def _example_job(job: dict) -> dict:
     gain = 0.9 / max(np.max(np.abs(mx.mixture)), 1e-12)  # one gain for the group: levels comparable
     out = Path(job["out_dir"])
     files = [save(out / f"{entry.id}.mixture.wav", gain * mx.mixture), save(out / f"{entry.id}.clean.wav", gain * mx.speech)]
+    zp = zero_phase(mx.mixture, SAMPLE_RATE, cfs)  # one zero-phase pass for the three masks
     for name, mask in masks.items():
-        files.append(save(out / f"{entry.id}.{name.lower()}.wav", gain * resynthesize(mx.mixture, mask, SAMPLE_RATE, cfs)))
+        y = resynthesize(mx.mixture, mask, SAMPLE_RATE, cfs, filtered=zp)
+        files.append(save(out / f"{entry.id}.{name.lower()}.wav", gain * y))
     return {"id": entry.id, "masks": masks, "files": [str(f) for f in files]}
 
 
