@@ -97,7 +97,6 @@ def main(quick: bool = False) -> dict:
     from fastifkl import gammatone, pitch
     from fastifkl.features import _common as fc
     from fastifkl.features import ams, extract, mfcc, pitch_features, rasta_plp
-    from fastifkl.framing import n_frames
 
     # first-call times in fresh processes: cold cache (new dir), then warm (same dir)
     with tempfile.TemporaryDirectory() as cache:
@@ -109,7 +108,6 @@ def main(quick: bool = False) -> dict:
     x = audio(secs)
     secs = x.size / SR
     r = gammatone.filterbank(x, SR)
-    m = n_frames(x.size)
     f0 = pitch.track(x)
     extract(r, f0)  # warm up (compiles every kernel)
     pitch_features.pitch_features(r, f0)
@@ -146,7 +144,8 @@ def main(quick: bool = False) -> dict:
 
     def spafe_mfcc():
         for c in range(rs.shape[0]):
-            sp_mfcc(rs[c], fs=SR, num_ceps=31, pre_emph=False, window=win, nfilts=64, nfft=512, low_freq=0, high_freq=8000)
+            sp_mfcc(rs[c], fs=SR, num_ceps=31, pre_emph=False, window=win, nfilts=64, nfft=512, low_freq=0,
+                    high_freq=8000)
 
     def spafe_rplp():
         for c in range(rs.shape[0]):
@@ -248,8 +247,8 @@ def pitch_eval() -> dict:
                           "false_voiced_frames": fa, "frames": total, "cpu_s_per_s": cpu}
         print(f"  {label:14s} GPE {100 * gross / max(both, 1):6.2f} %   VDE {100 * vd / total:6.2f} %"
               f"   (missed voiced {miss}, false voiced {fa}, of {total} frames)", flush=True)
-    payload = {"mode": "pitch_eval", "utterances": len(utts), "snr_db": -5.0, "reference": "praat to_pitch_ac 70-400 Hz on clean speech",
-               "results": results}
+    payload = {"mode": "pitch_eval", "utterances": len(utts), "snr_db": -5.0,
+               "reference": "praat to_pitch_ac 70-400 Hz on clean speech", "results": results}
     record("features", payload)
     return payload
 

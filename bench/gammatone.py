@@ -36,7 +36,8 @@ def first_call_seconds() -> float:
 
 def main(quick: bool = False) -> dict:
     import numba
-    from scipy.signal import gammatone as sp_gammatone, lfilter
+    from scipy.signal import gammatone as sp_gammatone
+    from scipy.signal import lfilter
 
     from fastifkl.gammatone import erb_space, filterbank, free_buffers
 
@@ -101,7 +102,7 @@ def main(quick: bool = False) -> dict:
             for mine in [k for k in res if k.startswith("ours_")]:
                 ratios[f"{peer}/{mine}"] = res[peer] / res[mine]
                 print(f"  ratio {peer} / {mine}: {ratios[f'{peer}/{mine}']:.1f}x")
-    print(f"  first call in a fresh process (import + compile or cache load), 3 runs: "
+    print("  first call in a fresh process (import + compile or cache load), 3 runs: "
           + ", ".join(f"{f:.2f}" for f in first) + " s")
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]

@@ -268,7 +268,8 @@ def main():
               rec["ml_r500_vs_ours_W_rel_diff_1_sweep"] = float(np.linalg.norm(chk.W - A) / np.linalg.norm(A))
               print(f"metric_learn r=n={n}: {t1 - prep1:.2f} s/sweep (1 sweep run); |W - A|/|A| = "
                     f"{rec['ml_r500_vs_ours_W_rel_diff_1_sweep']:.2e}")
-              for k, kw in (("exact_S", dict(similar_first=True)), ("exact_K_only", dict(similar_first=True, track_S=False)),
+              for k, kw in (("exact_S", dict(similar_first=True)),
+                            ("exact_K_only", dict(similar_first=True, track_S=False)),
                             ("exact_S_given_order", {}), ("exact_K_only_given_order", dict(track_S=False))):
                   res = itml.learn_kernel(K0, cons, u, l, gamma, mode="exact", max_sweeps=2, time_sweeps=True, **kw)
                   adj[k] = float(np.mean(res.sweep_times[1:]))

@@ -33,9 +33,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from itml import synthetic_channel  # noqa: E402  (bench/itml.py)
-
 from fastifkl import constraints, itml, kernels  # noqa: E402
+from itml import synthetic_channel  # noqa: E402  (bench/itml.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "itml_satisfaction.jsonl"
 

@@ -153,8 +153,9 @@ def main(quick: bool = False) -> dict:
           f"{t_ours * 1e3:.2f} ms vs LIBSVM svm_predict on the precomputed kernel {t_lib * 1e3:.2f} ms: "
           f"ratio {t_lib / max(t_ours, 1e-9):.0f}x")
     print(f"first call in a fresh process (import, model load, Numba cache load): {first:.2f} s")
-    print(f"batch: {batch['files']} files x {batch['seconds_each']} s -> exit {batch['exit']}, {batch['outputs']} outputs, "
-          f"peak RSS {batch['peak_rss_mb']:.0f} MB, {batch['wall_s']:.1f} s wall ({batch['s_per_s_audio']:.3f} s/s incl. startup)")
+    print(f"batch: {batch['files']} files x {batch['seconds_each']} s -> exit {batch['exit']}, "
+          f"{batch['outputs']} outputs, peak RSS {batch['peak_rss_mb']:.0f} MB, {batch['wall_s']:.1f} s wall "
+          f"({batch['s_per_s_audio']:.3f} s/s incl. startup)")
     payload = {"model": Path(model).name, "kernel": sep.kernel, "stages_s_per_s": stages, "sum_s_per_s": total,
                "end_to_end_s_per_s": e2e, "decision_ms": {"ours": t_ours * 1e3, "libsvm": t_lib * 1e3},
                "first_call_s": first, "batch": batch, "seconds_audio": secs}

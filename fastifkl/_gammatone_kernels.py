@@ -225,8 +225,10 @@ def _make_tile(per_channel: bool, reverse: bool):
                         if a & s:
                             continue
                         b = a | s
-                        new[a] = builder.shuffle_vector(vecs[a], vecs[b], mask(l if not l & s else w + (l ^ s) for l in range(w)))
-                        new[b] = builder.shuffle_vector(vecs[a], vecs[b], mask(l | s if not l & s else w + l for l in range(w)))
+                        lo = mask(l if not l & s else w + (l ^ s) for l in range(w))
+                        hi = mask(l | s if not l & s else w + l for l in range(w))
+                        new[a] = builder.shuffle_vector(vecs[a], vecs[b], lo)
+                        new[b] = builder.shuffle_vector(vecs[a], vecs[b], hi)
                     vecs = new
                 return vecs
 
@@ -250,7 +252,8 @@ def _make_tile(per_channel: bool, reverse: bool):
                             else:
                                 k |= l0 & s
                                 j0 |= v & s
-                        chunk = vecs[v] if run == L else builder.shuffle_vector(vecs[v], vecs[v], mask(range(l0, l0 + run)))
+                        chunk = (vecs[v] if run == L
+                                 else builder.shuffle_vector(vecs[v], vecs[v], mask(range(l0, l0 + run))))
                         ptr = builder.gep(row_ptr(k, p0), [const(j0)])
                         builder.store(chunk, builder.bitcast(ptr, chunk.type.as_pointer()), align=align)
 

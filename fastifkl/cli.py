@@ -44,7 +44,7 @@ def handles_errors(fn):
             fail(str(exc))
         except KeyboardInterrupt:
             typer.echo("fastifkl: interrupted", err=True)
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -63,7 +63,8 @@ def _version_callback(value: bool):
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
 ):
     """fastifkl: separate speech from non-speech noise in single-microphone recordings."""
 
@@ -71,11 +72,13 @@ def _root(
 @app.command()
 @handles_errors
 def mix(
-    speech_dir: Path = typer.Argument(..., help="Directory of clean utterances (MANIFEST.tsv in it or its parent is used when present)."),
+    speech_dir: Path = typer.Argument(..., help="Directory of clean utterances (MANIFEST.tsv in it or its parent is "
+                                                "used when present)."),
     noise_dir: Path = typer.Argument(..., help="Directory of noise recordings."),
     out: Path = typer.Option(..., "-o", "--out", help="Mixture-set directory to create (manifest.jsonl)."),
     snr: float = typer.Option(-5.0, "--snr", help="Input SNR in dB over the whole utterance."),
-    split: Optional[str] = typer.Option(None, "--split", help="Comma-separated utterance splits (MANIFEST 'split' column)."),
+    split: Optional[str] = typer.Option(None, "--split",
+                                        help="Comma-separated utterance splits (MANIFEST 'split' column)."),
     noises: Optional[str] = typer.Option(None, "--noises", help="Comma-separated noise labels (or file stems)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise offsets."),
     wavs: bool = typer.Option(False, "--wavs", help="Also write mixture/speech/noise wavs under OUT/wav."),
@@ -100,7 +103,14 @@ def _progress(enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return contextlib.nullcontext(None)
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=Console(stderr=True), transient=False)
@@ -246,7 +256,8 @@ def _separate_job(job: tuple) -> tuple:
 @handles_errors
 def separate(
     inputs: List[str] = typer.Argument(..., help="Audio files, directories or glob patterns."),
-    model: Optional[Path] = typer.Option(None, "-m", "--model", help="Model file (default: the model shipped with fastifkl)."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model",
+                                         help="Model file (default: the model shipped with fastifkl)."),
     out: Path = typer.Option(Path("."), "-o", "--out", help="Output directory for <name>.sep.wav."),
     mask: bool = typer.Option(False, "--mask", help="Also write <name>.mask.npy (channels x frames)."),
     downmix: bool = typer.Option(False, "--downmix", help="Average the channels of multi-channel files."),
@@ -269,7 +280,7 @@ def separate(
     jobs = ((model_path, str(f), str(out), mask, downmix) for f in files)
     with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:
         task = prog.add_task("separate", total=len(files)) if prog is not None else None
-        for src, target, err in ex.imap(_separate_job, jobs):
+        for _src, target, err in ex.imap(_separate_job, jobs):
             if err:
                 failed += 1
                 typer.echo(f"fastifkl: skipped: {err}", err=True)
@@ -288,12 +299,14 @@ def evaluate(
     model: Path = typer.Argument(..., help="Model file."),
     set_dir: Path = typer.Argument(..., help="Mixture set to score on."),
     compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other model(s) scored on the same units."),
-    pitch: str = typer.Option("estimated", "--pitch", help="'estimated' (tracked on the mixture) or 'true' (premixed speech)."),
+    pitch: str = typer.Option("estimated", "--pitch",
+                              help="'estimated' (tracked on the mixture) or 'true' (premixed speech)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only these splits (comma-separated)."),
     noises: Optional[str] = typer.Option(None, "--noises", help="Only these noise labels (comma-separated)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the scores as JSON."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Directory for the mask figure (IBM and each model's mask)."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Directory for the mask figure (IBM and each model's mask)."),
     workers: int = typer.Option(1, "--workers", "-j"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
@@ -344,12 +357,14 @@ def info(model: Path = typer.Argument(..., help="Model file.")):
     meta = sep.meta_
     tr = meta.get("training", {})
     chans = meta.get("channels", [])
-    typer.echo(f"{model}: fastifkl model format {meta['format_version']}, written by fastifkl {meta.get('package_version')}")
+    typer.echo(f"{model}: fastifkl model format {meta['format_version']}, "
+               f"written by fastifkl {meta.get('package_version')}")
     typer.echo(f"kernel: {sep.kernel} ({'KL-SVM' if sep.kernel == 'learned' else 'G-SVM'}), pitch: {sep.pitch}, "
                f"channels: {len(sep.cfs_)} ({sep.cfs_[0]:.0f}-{sep.cfs_[-1]:.0f} Hz), features: {sep.mean_.shape[1]}")
     typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in sep.get_params().items()))
     typer.echo(f"training: {tr.get('mixtures', '?')} mixtures ({tr.get('kernel_mixtures', '?')} kernel learning, "
-               f"{tr.get('svm_mixtures', '?')} SVM), noises {', '.join(tr.get('domains', []))}, digest {str(tr.get('digest', ''))[:16]}")
+               f"{tr.get('svm_mixtures', '?')} SVM), noises {', '.join(tr.get('domains', []))}, "
+               f"digest {str(tr.get('digest', ''))[:16]}")
     if chans:
         nsv = [c.get("n_sv", 0) for c in chans]
         typer.echo(f"support vectors per channel: min {min(nsv)}, mean {np.mean(nsv):.0f}, max {max(nsv)}")
@@ -436,14 +451,19 @@ def bench(
 @app.command()
 @handles_errors
 def experiment(
-    config: Optional[Path] = typer.Argument(None, help="TOML file of protocol settings (default: the corpus README's protocol)."),
+    config: Optional[Path] = typer.Argument(None, help="TOML file of protocol settings (default: the corpus "
+                                                       "README's protocol)."),
     quick: bool = typer.Option(False, "--quick", help="Scaled-down protocol for CI (a few minutes on 2 cores)."),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus directory with MANIFEST.tsv (default ../shared/corpus)."),
-    test_noises: Optional[Path] = typer.Option(None, "--test-noises", help="Use every noise file of this directory as the test noises (labels = file stems)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus",
+                                          help="Corpus directory with MANIFEST.tsv (default ../shared/corpus)."),
+    test_noises: Optional[Path] = typer.Option(None, "--test-noises", help="Use every noise file of this directory "
+                                               "as the test noises (labels = file stems)."),
     out: Path = typer.Option(Path("docs"), "--out", "-o", help="Where RESULTS.md, results.json and the figures go."),
-    work: Optional[Path] = typer.Option(None, "--work", help="Work directory for mixture manifests and models (default: a new temporary directory)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Work directory for mixture manifests and models "
+                                                             "(default: a new temporary directory)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default 2)."),
-    tune: bool = typer.Option(False, "--tune", help="Tune sigma scale, C and gamma on the 'tune' split (training noises only) first."),
+    tune: bool = typer.Option(False, "--tune", help="Tune sigma scale, C and gamma on the 'tune' split (training "
+                                                    "noises only) first."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Run the paper's experiment (Section 5) end to end and write docs/RESULTS.md, results.json and figures."""
@@ -454,7 +474,8 @@ def experiment(
     cfg = load_config(config, quick=quick, corpus=str(corpus) if corpus else None,
                       test_noise_dir=str(test_noises) if test_noises else None, workers=workers,
                       tune=True if tune else None)
-    command = "fastifkl " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[1:2] == ["experiment"] else "fastifkl experiment"
+    ours = sys.argv and sys.argv[1:2] == ["experiment"]
+    command = "fastifkl " + shlex.join(sys.argv[1:]) if ours else "fastifkl experiment"
     run_experiment(cfg, out_dir=out, work_dir=work, command=command, log=None if quiet else typer.echo)
 
 

@@ -177,7 +177,7 @@ class MixtureSet:
         *,
         snr_db: float = -5.0,
         seed: int = 0,
-    ) -> "MixtureSet":
+    ) -> MixtureSet:
         """Pair every utterance with every noise; offsets drawn from ``default_rng([seed, k])``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ class MixtureSet:
         return path
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "MixtureSet":
+    def load(cls, directory: str | os.PathLike) -> MixtureSet:
         d = Path(directory)
         path = d / SET_MANIFEST
         if not path.is_file():
@@ -251,7 +251,7 @@ class MixtureSet:
         p = Path(rel)
         return p if p.is_absolute() else (self.directory / p).resolve()
 
-    def select(self, splits: list[str] | None = None, domains: list[str] | None = None) -> "MixtureSet":
+    def select(self, splits: list[str] | None = None, domains: list[str] | None = None) -> MixtureSet:
         ents = [
             e
             for e in self.entries

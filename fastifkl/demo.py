@@ -87,11 +87,11 @@ class DemoConfig:
     snr_db: float = -5.0
 
     @classmethod
-    def full(cls) -> "DemoConfig":
+    def full(cls) -> DemoConfig:
         return cls()
 
     @classmethod
-    def quick(cls) -> "DemoConfig":
+    def quick(cls) -> DemoConfig:
         return cls(n_kernel=2, n_svm=2, n_test=1, n_babble=0, train_noises=("white", "pink", "siren"),
                    test_noises=("speech", "alarm"), n_channels=16, per_domain=20, max_train=120,
                    units_per_mixture=20, rank=16, max_sweeps=3, noise_seconds=6.0, n_wav_examples=1)
@@ -173,7 +173,8 @@ def _example_job(job: dict) -> dict:
         masks[name] = (m.decision_from_features(X) > 0).astype(np.uint8)
     gain = 0.9 / max(np.max(np.abs(mx.mixture)), 1e-12)  # one gain for the group: levels comparable
     out = Path(job["out_dir"])
-    files = [save(out / f"{entry.id}.mixture.wav", gain * mx.mixture), save(out / f"{entry.id}.clean.wav", gain * mx.speech)]
+    files = [save(out / f"{entry.id}.mixture.wav", gain * mx.mixture),
+             save(out / f"{entry.id}.clean.wav", gain * mx.speech)]
     zp = zero_phase(mx.mixture, SAMPLE_RATE, cfs)  # one zero-phase pass for the three masks
     for name, mask in masks.items():
         y = resynthesize(mx.mixture, mask, SAMPLE_RATE, cfs, filtered=zp)
@@ -272,7 +273,8 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     test_set = MixtureSet.create([it for it in speech_items if it.split == "test"],
                                  [noise_items[k] for k in cfg.test_noises], out / "sets" / "test",
                                  snr_db=cfg.snr_db, seed=seed + 1)
-    say("mixtures", f"{len(train_set)} training mixtures, {len(test_set)} unseen-noise test mixtures at {cfg.snr_db:g} dB")
+    say("mixtures", f"{len(train_set)} training mixtures, {len(test_set)} unseen-noise test mixtures "
+                    f"at {cfg.snr_db:g} dB")
 
     # 4. training --------------------------------------------------------------------------------
     models = {"G-SVM": out / "models" / "G-SVM.fkl", "KL-SVM": out / "models" / "KL-SVM.fkl"}
@@ -313,9 +315,9 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     with executor(workers=min(workers, len(jobs))) as ex:
         examples = list(ex.imap(_example_job, jobs))
     ex0 = examples[0]
-    figure = save_masks_png(out / "masks.png", {"Ideal binary mask": ex0["masks"]["IBM"], "G-SVM mask": ex0["masks"]["G-SVM"],
-                                                "KL-SVM mask": ex0["masks"]["KL-SVM"]},
-                            title=f"{ex0['id']} ({cfg.snr_db:g} dB, unseen noise)")
+    panels = {"Ideal binary mask": ex0["masks"]["IBM"], "G-SVM mask": ex0["masks"]["G-SVM"],
+              "KL-SVM mask": ex0["masks"]["KL-SVM"]}
+    figure = save_masks_png(out / "masks.png", panels, title=f"{ex0['id']} ({cfg.snr_db:g} dB, unseen noise)")
     # the figure's utterance also at the top level
     from shutil import copyfile
 
@@ -324,8 +326,10 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
         with atomic_path(out / name) as tmp:
             copyfile(out / "wav" / f"{ex0['id']}.{suffix}.wav", tmp)
     wavs = [f for ex_ in examples for f in ex_["files"]]
-    say("outputs", f"{len(wavs)} wavs in {out / 'wav'} (mixture, clean, IBM, G-SVM, KL-SVM per mixture); figure {figure}")
+    say("outputs", f"{len(wavs)} wavs in {out / 'wav'} (mixture, clean, IBM, G-SVM, KL-SVM per mixture); "
+                   f"figure {figure}")
     total = time.perf_counter() - t0
     say("done", f"total {total:.0f} s")
-    return {"report": report, "table": table, "models": {k: str(v) for k, v in models.items()}, "scores_json": str(scores_json),
-            "scores_md": str(scores_md), "figure": str(figure), "wavs": wavs, "seconds": total}
+    return {"report": report, "table": table, "models": {k: str(v) for k, v in models.items()},
+            "scores_json": str(scores_json), "scores_md": str(scores_md), "figure": str(figure), "wavs": wavs,
+            "seconds": total}

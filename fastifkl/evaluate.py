@@ -110,7 +110,8 @@ def markdown_table(report: dict, names: list[str] | None = None) -> str:
 
     for nz in noises:
         rows.append(f"| {nz} | " + " | ".join(cells(r["per_noise"][nz]) for r in report["results"]) + " |")
-    rows.append("| **mean over noises** | " + " | ".join(cells(r["mean_over_noises"]) for r in report["results"]) + " |")
+    rows.append("| **mean over noises** | " + " | ".join(cells(r["mean_over_noises"]) for r in report["results"])
+                + " |")
     rows.append("| pooled units | " + " | ".join(cells(r["overall"]) for r in report["results"]) + " |")
     return "\n".join(rows) + "\n"
 

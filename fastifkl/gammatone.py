@@ -284,7 +284,8 @@ def cochleagram(responses: np.ndarray, frame_len: int = FRAME_LEN, hop: int = HO
     if frame_len == 2 * hop:
         # a frame is two hops: sum the hop energies pairwise
         k = m + 1
-        h = np.einsum("ckt,ckt->ck", r[:, : k * hop].reshape(r.shape[0], k, hop), r[:, : k * hop].reshape(r.shape[0], k, hop))
+        blocks = r[:, : k * hop].reshape(r.shape[0], k, hop)
+        h = np.einsum("ckt,ckt->ck", blocks, blocks)
         return h[:, :-1] + h[:, 1:]
     c2 = np.concatenate([np.zeros((r.shape[0], 1)), np.cumsum(r * r, axis=1)], axis=1)
     starts = np.arange(m) * hop
@@ -358,7 +359,8 @@ def resynthesis_gain(cfs: np.ndarray | None = None, sr: int = SAMPLE_RATE, band=
     scalar that maps that sum to 1 over ``band`` (Hz).
     """
     cfs = erb_space() if cfs is None else _check_cfs(cfs, sr)
-    return _resynth_gain_cached(tuple(np.asarray(cfs, dtype=np.float64).tolist()), int(sr), float(band[0]), float(band[1]))
+    key = tuple(np.asarray(cfs, dtype=np.float64).tolist())
+    return _resynth_gain_cached(key, int(sr), float(band[0]), float(band[1]))
 
 
 def zero_phase(x: np.ndarray, sr: int = SAMPLE_RATE, cfs: np.ndarray | None = None, *,

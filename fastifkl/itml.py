@@ -334,8 +334,7 @@ def _iterate(sweep, lam: np.ndarray, tol: float, max_sweeps: int) -> dict:
     n_updates = 0
     times = []
     sweep_updates = []
-    it = 0
-    for it in range(max_sweeps):
+    for _ in range(max_sweeps):
         t0 = time.perf_counter()
         upd = sweep()
         n_updates += upd
@@ -353,5 +352,5 @@ def _iterate(sweep, lam: np.ndarray, tol: float, max_sweeps: int) -> dict:
             converged = True
             break
         lam_old[:] = lam
-    return {"n_sweeps": it + 1, "converged": converged, "conv": conv, "n_updates": n_updates, "times": times,
-            "sweep_updates": sweep_updates}
+    return {"n_sweeps": len(sweep_updates), "converged": converged, "conv": conv, "n_updates": n_updates,
+            "times": times, "sweep_updates": sweep_updates}

@@ -202,7 +202,7 @@ class LearnedKernel:
         return "exact" if self.projection is None else "lowrank"
 
     @classmethod
-    def from_result(cls, landmarks: Any, sigma: float, result: Any) -> "LearnedKernel":
+    def from_result(cls, landmarks: Any, sigma: float, result: Any) -> LearnedKernel:
         """Build from a :class:`fastifkl.itml.ITMLResult` learned on ``gaussian(landmarks, sigma=sigma)``."""
         if result.mode == "exact":
             if result.S is None:
@@ -250,7 +250,7 @@ class LearnedKernel:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, Any]) -> "LearnedKernel":
+    def from_arrays(cls, arrays: dict[str, Any]) -> LearnedKernel:
         """Inverse of :meth:`to_arrays`; raises ``InputError`` on missing keys or bad shapes."""
         try:
             X = arrays["landmarks"]

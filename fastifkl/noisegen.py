@@ -249,7 +249,8 @@ def _psd(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     return welch(x, fs=sr, nperseg=4096)
 
 
-def spectral_slope_db_per_octave(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 100.0, fmax: float = 4000.0) -> float:
+def spectral_slope_db_per_octave(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 100.0,
+                                 fmax: float = 4000.0) -> float:
     """Least-squares slope of the Welch PSD (dB) against log2 frequency over [fmin, fmax]."""
     f, p = _psd(x, sr)
     sel = (f >= fmin) & (f <= fmax)

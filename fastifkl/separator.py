@@ -93,7 +93,7 @@ class Separator:
     def get_params(self, deep: bool = True) -> dict:
         return {k: getattr(self, k) for k in self.param_names()}
 
-    def set_params(self, **params) -> "Separator":
+    def set_params(self, **params) -> Separator:
         names = self.param_names()
         for k, v in params.items():
             if k not in names:
@@ -104,7 +104,7 @@ class Separator:
     def __repr__(self) -> str:
         return f"Separator(kernel={self.kernel!r}, C={self.C!r}, gamma={self.gamma!r}, pitch={self.pitch!r})"
 
-    def check_params(self) -> "Separator":
+    def check_params(self) -> Separator:
         """Validate the parameters; one-line :class:`InputError` on a bad value.  Returns ``self``."""
         if self.kernel not in ("learned", "gaussian"):
             raise InputError(f"kernel must be 'learned' or 'gaussian', got {self.kernel!r}")
@@ -129,7 +129,7 @@ class Separator:
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, mixset, *, kernel_ids: set[str] | None = None, tune_set=None, workers: int = 1, scheduler=None,
-            progress=None, log=None) -> "Separator":
+            progress=None, log=None) -> Separator:
         """Analyse the mixture set and train (kernel learning + SVM per channel).
 
         Parameters
@@ -172,7 +172,7 @@ class Separator:
                 self.set_params(**tune_on_data(self, data, tune_set, executor=ex, progress=progress, log=log))
             return self.fit_data(data, executor=ex, progress=progress)
 
-    def fit_data(self, data: TrainingData, *, executor=None, progress=None, check: bool = False) -> "Separator":
+    def fit_data(self, data: TrainingData, *, executor=None, progress=None, check: bool = False) -> Separator:
         """Train from prepared :class:`TrainingData` (lets G-SVM and KL-SVM share one analysis)."""
         from .channel import fit_channel
         from .parallel import executor as make_executor
@@ -285,7 +285,7 @@ class Separator:
         return model_file.write(path, json.loads(json.dumps(meta, default=json_default)), arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Separator":
+    def load(cls, path: str | os.PathLike) -> Separator:
         """Read and validate a model file; :class:`ModelError` (one line) on any problem."""
         from . import model_file
 

@@ -216,7 +216,7 @@ class ChannelSVM:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"C": self.C, "tol": self.tol, "cache_mb": self.cache_mb}
 
-    def set_params(self, **params: Any) -> "ChannelSVM":
+    def set_params(self, **params: Any) -> ChannelSVM:
         for key, value in params.items():
             if key not in ("C", "tol", "cache_mb"):
                 raise InputError(f"ChannelSVM has no parameter {key!r}")
@@ -233,7 +233,7 @@ class ChannelSVM:
             if not (isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) and v > 0):
                 raise InputError(f"ChannelSVM {name} must be a positive number, got {v!r}")
 
-    def fit(self, gram: np.ndarray, y: np.ndarray) -> "ChannelSVM":
+    def fit(self, gram: np.ndarray, y: np.ndarray) -> ChannelSVM:
         """Train on a precomputed kernel.
 
         Parameters
@@ -345,7 +345,7 @@ class ChannelSVM:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ChannelSVM":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ChannelSVM:
         """Rebuild a fitted model from :meth:`to_arrays` output; validates keys, dtypes, shapes.
 
         Raises

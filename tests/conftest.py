@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CORPUS = Path(os.environ.get("FASTIFKL_CORPUS", Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus")).resolve()
+CORPUS = Path(os.environ.get("FASTIFKL_CORPUS",
+                            Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -330,7 +330,7 @@ def kernel_itml(K0, i, j, similar, u, l, gamma, tol=1e-3, max_sweeps=100):
     xi = np.array([u if s else l for s in similar], dtype=float)
     gp = 1.0 if np.isinf(gamma) else gamma / (gamma + 1.0)
     sweeps = 0
-    for sweep in range(max_sweeps):
+    for _ in range(max_sweeps):
         sweeps += 1
         for t in range(m):
             e = np.zeros(n)

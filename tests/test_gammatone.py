@@ -1,7 +1,6 @@
 """Gammatone filterbank, cochleagram and resynthesis against independent references."""
 import numpy as np
 import pytest
-from scipy.signal import lfilter
 
 import naive
 from fastifkl import _gammatone_kernels as gk

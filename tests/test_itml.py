@@ -3,9 +3,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 
+import naive
 from fastifkl import constraints, itml, kernels
 from fastifkl.errors import InputError
-import naive
 
 
 def _data(seed, D=4, pool=100, d=10, cls=2.0, shift=0.5, p1=0.5):

@@ -15,7 +15,6 @@ from fastifkl.errors import InputError, ModelError
 from fastifkl.parallel import executor
 from fastifkl.separator import Separator
 from fastifkl.training import prepare
-
 from synth import make_corpus
 
 runner = CliRunner()
@@ -219,7 +218,8 @@ def test_cli_train_separate_evaluate_info(corpus, tmp_path):
     # same model, same input -> identical bytes
     assert (tmp_path / "o2" / "mix0.sep.wav").read_bytes() == (out / "mix0.sep.wav").read_bytes()
     rep = tmp_path / "rep.json"
-    r = runner.invoke(app, ["evaluate", str(model), str(test.directory), "--report", str(rep), "--plot", str(tmp_path / "fig"), "-q"])
+    r = runner.invoke(app, ["evaluate", str(model), str(test.directory), "--report", str(rep),
+                            "--plot", str(tmp_path / "fig"), "-q"])
     assert r.exit_code == 0, r.output
     j = json.loads(rep.read_text())
     assert set(j["per_noise"]) == {"high", "beeps"}
@@ -234,7 +234,8 @@ def test_cli_input_errors_exit_2(tmp_path):
     cases = [
         (["separate", str(tmp_path / "nope.wav"), "-m", str(tmp_path / "bad.fkl")], "bad.fkl"),
         (["info", str(tmp_path / "missing.fkl")], "not found"),
-        (["separate", str(tmp_path / "x.wav"), "-m", str(tmp_path / "missing.fkl")], "missing.fkl: model file not found"),
+        (["separate", str(tmp_path / "x.wav"), "-m", str(tmp_path / "missing.fkl")],
+         "missing.fkl: model file not found"),
         (["train", str(tmp_path / "empty"), "-o", str(tmp_path / "m.fkl")], "not a mixture set"),
         (["evaluate", str(tmp_path / "bad.fkl"), str(tmp_path / "empty")], "not a mixture set"),
     ]

@@ -196,7 +196,8 @@ def test_prior_subsample_keeps_the_wanted_class_mix():
     # no cap: as many as the mix allows
     np.testing.assert_array_equal(np.bincount(labels[prior_subsample(labels, None, 0.75, 0)]), [1000, 3000])
     # one class present, or a degenerate prior: falls back to the balanced sample
-    np.testing.assert_array_equal(prior_subsample(np.ones(50, int), 10, 0.3, 0), balanced_subsample(np.ones(50, int), 10, 0))
+    np.testing.assert_array_equal(prior_subsample(np.ones(50, int), 10, 0.3, 0),
+                                  balanced_subsample(np.ones(50, int), 10, 0))
     np.testing.assert_array_equal(prior_subsample(labels, 10, 0.0, 0), balanced_subsample(labels, 10, 0))
     with pytest.raises(InputError, match="prior"):
         prior_subsample(labels, 10, 1.5, 0)

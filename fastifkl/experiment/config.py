@@ -54,7 +54,7 @@ class Config:
     # way, 77-84 % in the given order and 11-31 % in low-rank mode (bench/itml_satisfaction.py).
     separator: dict = field(default_factory=lambda: {"itml_mode": "exact", "itml_order": "random"})
 
-    def check(self) -> "Config":
+    def check(self) -> Config:
         for p in self.pitches:
             if p not in PITCH_SETTINGS:
                 raise InputError(f"config: pitch settings must be 'true' or 'estimated', got {p!r}")
@@ -76,14 +76,16 @@ class Config:
                 raise InputError(f"config: {k} must be a non-negative integer (0 = all), got {v!r}")
         if not math.isfinite(self.snr_db) or not math.isfinite(self.lc_db):
             raise InputError("config: snr_db and lc_db must be finite numbers")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or (self.workers < 1 and self.workers != -1):
+        w = self.workers
+        if isinstance(w, bool) or not isinstance(w, int) or (w < 1 and w != -1):
             raise InputError(f"config: workers must be a positive integer, got {self.workers!r}")
         from ..separator import Separator
 
         bad = sorted(set(self.separator) - set(Separator.param_names())
                      | (set(self.separator) & {"kernel", "pitch", "lc_db"}))
         if bad:
-            raise InputError(f"config: [separator] cannot set {', '.join(bad)} (kernel, pitch and lc_db come from the protocol)")
+            raise InputError(f"config: [separator] cannot set {', '.join(bad)} (kernel, pitch and lc_db come from the "
+                             "protocol)")
         return self
 
 

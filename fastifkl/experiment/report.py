@@ -55,7 +55,8 @@ def summarise(records: list[dict], noises: list[str]) -> dict:
         pn = {n: pooled_scores(per[n]) for n in present if n in per}
         scores[k] = {
             "per_noise": pn,
-            "mean_over_noises": {m: float(np.mean([s[m] for s in pn.values()])) for m in ("hit", "fa", "hit_fa", "accuracy")},
+            "mean_over_noises": {m: float(np.mean([s[m] for s in pn.values()]))
+                                 for m in ("hit", "fa", "hit_fa", "accuracy")},
             "pooled": pooled_scores([c for lst in per.values() for c in lst]),
         }
     rs = {}
@@ -97,7 +98,8 @@ def kl_minus_g(group: dict, pitch: str) -> dict:
     """KL-SVM minus G-SVM, mean over noises: accuracy and HIT-FA (in points, x100)."""
     a = group["scores"][system_key("KL-SVM", pitch)]["mean_over_noises"]
     b = group["scores"][system_key("G-SVM", pitch)]["mean_over_noises"]
-    return {"accuracy_points": 100 * (a["accuracy"] - b["accuracy"]), "hit_fa_points": 100 * (a["hit_fa"] - b["hit_fa"])}
+    return {"accuracy_points": 100 * (a["accuracy"] - b["accuracy"]),
+            "hit_fa_points": 100 * (a["hit_fa"] - b["hit_fa"])}
 
 
 def per_noise_markdown(group: dict, pitch: str, systems=FIG2_SYSTEMS, metric: str = "hit_fa") -> str:
@@ -118,8 +120,10 @@ def resynthesis_markdown(group: dict, pitches: list[str], what: str) -> str:
     rows = ["| noise | " + " | ".join(label[k] for k in keys) + " |", "|---|" + "---:|" * len(keys)]
     nd = 2 if what == "snr_gain_db" else 3
     for n in group["noises"]:
-        rows.append(f"| {n} | " + " | ".join(_f(group["resynthesis"][k]["per_noise"][n][what], nd) for k in keys) + " |")
-    rows.append("| **mean** | " + " | ".join(_f(group["resynthesis"][k]["mean_over_noises"][what], nd) for k in keys) + " |")
+        cells = [_f(group["resynthesis"][k]["per_noise"][n][what], nd) for k in keys]
+        rows.append(f"| {n} | " + " | ".join(cells) + " |")
+    cells = [_f(group["resynthesis"][k]["mean_over_noises"][what], nd) for k in keys]
+    rows.append("| **mean** | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -141,7 +145,8 @@ def fig2_png(path: Path, group: dict, pitches: list[str], title: str = "") -> Pa
 
     plt = pyplot()
     noises = group["noises"]
-    fig, axes = plt.subplots(len(pitches), 1, figsize=(max(8, 0.8 * len(noises) + 2), 3.4 * len(pitches)), squeeze=False)
+    fig, axes = plt.subplots(len(pitches), 1, figsize=(max(8, 0.8 * len(noises) + 2), 3.4 * len(pitches)),
+                             squeeze=False)
     w = 0.8 / len(FIG2_SYSTEMS)
     x = np.arange(len(noises))
     for ax, p in zip(axes[:, 0], pitches):
@@ -174,7 +179,8 @@ def results_markdown(res: dict) -> str:
          "## Protocol", "",
          f"Input SNR {cfg['snr_db']:g} dB, LC {cfg['lc_db']:g} dB. Training noises (kernel-learning domains): "
          f"{', '.join(cfg['train_noises'])}. Kernel learning: {len(res['corpus']['kernel'])} utterances "
-         f"(split `{cfg['kernel_split']}`); SVM training: {len(res['corpus']['svm'])} utterances (split `{cfg['svm_split']}`); "
+         f"(split `{cfg['kernel_split']}`); SVM training: {len(res['corpus']['svm'])} utterances "
+         f"(split `{cfg['svm_split']}`); "
          + (f"tuning on {len(res['corpus']['tune'])} utterances of split `{cfg['tune_split']}` (training noises only). "
             if cfg["tune"] else "no tuning (Separator defaults). ")
          + f"Test: {len(res['corpus']['primary'])} real utterances ({cfg['primary_label']}, primary) and "
@@ -190,7 +196,8 @@ def results_markdown(res: dict) -> str:
                  f"{d['hit_fa_points']:+.1f} points HIT-FA (paper: "
                  f"{100 * (PAPER_TABLE1[(p, 'KL-SVM')][0] - PAPER_TABLE1[(p, 'G-SVM')][0]):+.1f} / "
                  f"{100 * (PAPER_TABLE1[(p, 'KL-SVM')][1] - PAPER_TABLE1[(p, 'G-SVM')][1]):+.1f}). "
-                 f"KL-SVM above MMSE in HIT-FA on every noise: {'yes' if res['kl_above_mmse_every_noise'][p] else 'no'}.")
+                 "KL-SVM above MMSE in HIT-FA on every noise: "
+                 f"{'yes' if res['kl_above_mmse_every_noise'][p] else 'no'}.")
         L.append("")
     ok = all(res["kl_minus_g"][p]["accuracy_points"] >= 4 and res["kl_minus_g"][p]["hit_fa_points"] >= 5
              and res["kl_above_mmse_every_noise"][p] for p in pitches)

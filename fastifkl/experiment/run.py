@@ -6,9 +6,9 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -225,7 +225,8 @@ def _test(cfg: Config, sel: dict, test_set, models: dict, ex, stages: dict, say)
     labels = [n.label for n in sel["test_noises"]]
     fig1_noise = cfg.fig1_noise if cfg.fig1_noise in labels else labels[0]
     fig1 = {"id": f"{sel['primary'][0].path.stem}__{fig1_noise}", "masks": None}
-    groups = {it.path.stem: ("primary" if it in sel["primary"] else "control") for it in sel["primary"] + sel["control"]}
+    groups = {it.path.stem: ("primary" if it in sel["primary"] else "control")
+              for it in sel["primary"] + sel["control"]}
     jobs = (mixture_job(test_set, e, models=models, lc_db=cfg.lc_db, stoi=cfg.stoi, group=groups[Path(e.speech).stem],
                         keep_masks=e.id == fig1["id"])
             for e in test_set.entries)
@@ -244,9 +245,10 @@ def _report(cfg: Config, results: dict, fig1_masks: dict | None, out_dir: Path, 
     """Stage 4 (before writing): the comparisons of ``results`` and the figures."""
     prim = results["groups"]["primary"]
     results["kl_minus_g"] = {p: kl_minus_g(prim, p) for p in cfg.pitches}
+    mmse = prim["scores"]["MMSE"]["per_noise"]
     results["kl_above_mmse_every_noise"] = {p: all(
-        prim["scores"][system_key("KL-SVM", p)]["per_noise"][n]["hit_fa"] > prim["scores"]["MMSE"]["per_noise"][n]["hit_fa"]
-        for n in prim["noises"]) for p in cfg.pitches}
+        prim["scores"][system_key("KL-SVM", p)]["per_noise"][n]["hit_fa"] > mmse[n]["hit_fa"] for n in prim["noises"])
+        for p in cfg.pitches}
     figs = {}
     try:
         figs["fig2"] = fig2_png(out_dir / "fig2_hitfa_per_noise.png", prim, cfg.pitches,

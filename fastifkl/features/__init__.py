@@ -67,7 +67,7 @@ class FeatureSpec:
         object.__setattr__(self, "dims", dims)
 
     @classmethod
-    def select(cls, families=None, deltas=None, indices=None) -> "FeatureSpec":
+    def select(cls, families=None, deltas=None, indices=None) -> FeatureSpec:
         """Subset of the canonical layout.
 
         Parameters
@@ -110,7 +110,7 @@ class FeatureSpec:
         return {"dims": [list(d) for d in self.dims]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSpec":
+    def from_dict(cls, d: dict) -> FeatureSpec:
         try:
             return cls(tuple(tuple(x) for x in d["dims"]))
         except (KeyError, TypeError, ValueError) as e:

@@ -14,7 +14,7 @@ from numba import njit
 
 from .. import FRAME_LEN, HOP, SAMPLE_RATE
 from ..errors import InputError
-from ..framing import check_length, frames
+from ..framing import check_length
 
 N_FFT = 512
 N_BINS = N_FFT // 2 + 1

@@ -47,7 +47,7 @@ class Normalizer:
         self.n_ = 0
         self._m2: np.ndarray | None = None
 
-    def partial_fit(self, x: np.ndarray) -> "Normalizer":
+    def partial_fit(self, x: np.ndarray) -> Normalizer:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 3:
             raise InputError(f"features must be (frames, channels, dims), got shape {x.shape}")
@@ -57,7 +57,7 @@ class Normalizer:
             return self
         return self.partial_fit_moments(*moments(x))
 
-    def partial_fit_moments(self, n: int, mean: np.ndarray, m2: np.ndarray) -> "Normalizer":
+    def partial_fit_moments(self, n: int, mean: np.ndarray, m2: np.ndarray) -> Normalizer:
         """Add a batch of ``n`` frames given its :func:`moments` ``(n, mean, M2)``, each (C, D)."""
         if self.mean_ is None or self.n_ == 0:
             seen = None
@@ -70,7 +70,7 @@ class Normalizer:
         self.std_ = np.where(std > self.eps * np.maximum(1.0, np.abs(self.mean_)), std, 1.0)
         return self
 
-    def fit(self, x) -> "Normalizer":
+    def fit(self, x) -> Normalizer:
         """Fit on an (M, C, D) array or a list of them."""
         self.mean_ = self.std_ = self._m2 = None
         self.n_ = 0
@@ -99,7 +99,7 @@ class Normalizer:
         return {"mean": self.mean_.copy(), "std": self.std_.copy()}
 
     @classmethod
-    def from_arrays(cls, mean: np.ndarray, std: np.ndarray) -> "Normalizer":
+    def from_arrays(cls, mean: np.ndarray, std: np.ndarray) -> Normalizer:
         mean = np.asarray(mean, dtype=np.float64)
         std = np.asarray(std, dtype=np.float64)
         if mean.ndim != 2 or mean.shape != std.shape:

@@ -30,8 +30,8 @@ import numpy as np
 from numba import njit
 
 from .. import FRAME_LEN, HOP, SAMPLE_RATE
-from ._common import check_responses
 from ..errors import InputError
+from ._common import check_responses
 
 ENV_BAND = (50.0, 550.0)
 _ENV_SOS_16K = (

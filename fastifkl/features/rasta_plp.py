@@ -125,7 +125,6 @@ def _lpc_cep_kernel(r, out):
     out (U, p+1): c0 = log(err), c1..cp.
     """
     n_u, p1 = r.shape
-    p = p1 - 1
     for u in range(n_u):
         a = np.zeros(p1)
         tmp = np.zeros(p1)
