@@ -21,15 +21,26 @@ its BLAS / Numba / OpenMP threads to ``threads_per_worker`` (default: cores // w
 At most ``max_in_flight`` jobs (default ``2 * workers``) are submitted at any time: a batch of
 thousands of files is never pickled and queued all at once, and results are released as soon
 as the caller has consumed them.
+
+A lost worker is survived, as Dask survives one. When a local worker process dies (killed by
+the out-of-memory killer, a signal, a crash in a native library), Python's process pool breaks
+and fails every job in flight. The executor then starts a new pool and re-runs each of those
+jobs once more, one at a time (so that a second death names its job for certain), and goes on
+with the rest. A job whose worker dies on that second run too is lost: ``imap`` raises
+:class:`~fastifkl.errors.WorkerLostError` at its position (``on_lost="raise"``, the default) or
+yields the error object in place of its result and finishes the rest (``on_lost="yield"``).
+On Dask, a task the cluster gives up on (``KilledWorker``) is treated the same way. Results do
+not depend on whether a job was re-run (jobs are deterministic functions of their item).
 """
 from __future__ import annotations
 
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, WorkerLostError
 
 __all__ = ["executor", "Executor", "cpu_count"]
 
@@ -116,6 +127,7 @@ class Executor:
         self._pool = None
         self._client = None
         self._own_client = False
+        self.lost_workers = 0  # local worker processes lost (and replaced) so far
         if scheduler is not None:
             self.kind = "dask"
             self._client, self._own_client = self._connect(scheduler)
@@ -163,41 +175,148 @@ class Executor:
         return max(1, 2 * self.workers)
 
     # public ----------------------------------------------------------------------------------
-    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], max_in_flight: int | None = None) -> Iterator[Any]:
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], max_in_flight: int | None = None,
+             *, on_lost: str = "raise") -> Iterator[Any]:
         """Yield ``fn(item)`` for each item, in input order, with bounded in-flight work.
 
         ``items`` is consumed lazily: at most ``max_in_flight`` items are taken from it (and
         submitted) ahead of the result being yielded. An exception raised by a job is re-raised
         here, at that job's position, and the jobs not yet started are cancelled.
+
+        A job whose worker process died is re-run once (see the module docstring); if it is
+        lost again, ``on_lost="raise"`` raises :class:`~fastifkl.errors.WorkerLostError` at its
+        position, ``on_lost="yield"`` yields that error object in its place and goes on.
         """
         if max_in_flight is None:
             max_in_flight = self.max_in_flight
         elif not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise InputError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        if on_lost not in ("raise", "yield"):
+            raise InputError(f"on_lost must be 'raise' or 'yield', got {on_lost!r}")
         if self.kind == "serial":
             return (fn(item) for item in items)
         if self.kind == "processes":
-            submit = self._get_pool().submit
-        else:
-            client = self._client
+            return self._ordered_pool(fn, iter(items), max_in_flight, on_lost)
+        return self._ordered_dask(fn, iter(items), max_in_flight, on_lost)
 
-            def submit(f, item):
-                return client.submit(f, item, pure=False)
-        return self._ordered(submit, fn, iter(items), max_in_flight)
+    # the local pool, surviving lost workers ----------------------------------------------------
+    def _ordered_pool(self, fn, it, limit, on_lost) -> Iterator[Any]:
+        from concurrent.futures import wait
 
-    @staticmethod
-    def _ordered(submit, fn, it, limit) -> Iterator[Any]:
-        pending: deque = deque()
+        pending: deque[_Job] = deque()
+        index = 0
         try:
-            for item in it:
-                pending.append(submit(fn, item))
-                if len(pending) >= limit:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            while True:
+                if len(pending) < limit:
+                    item = next(it, _END)
+                    if item is not _END:
+                        pending.append(_Job(index, item, fn))
+                        index += 1
+                        self._submit(pending[-1], pending)
+                        if len(pending) < limit:
+                            continue
+                if not pending:
+                    return
+                head = pending[0]
+                if head.future is not None:
+                    wait([head.future])
+                    if _is_broken(head.future):
+                        self._recover(pending)
+                        continue
+                pending.popleft()
+                value = head.outcome()
+                if isinstance(value, WorkerLostError) and on_lost == "raise":
+                    raise value
+                yield value
         finally:
             # reached on error, on a generator closed early, and (as a no-op) at the end
-            for fut in pending:
+            for job in pending:
+                if job.future is not None:
+                    job.future.cancel()
+            pending.clear()
+
+    def _submit(self, job: "_Job", pending) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        while True:
+            try:
+                job.future = self._get_pool().submit(job.fn, job.item)
+                return
+            except BrokenProcessPool:  # the pool broke since the last look: recover, then submit
+                self._recover(pending)
+
+    def _recover(self, pending) -> None:
+        """After a worker died: a new pool, then each job the break failed re-run alone, once.
+
+        Run alone, a job whose worker dies again is certainly the one that kills it: it is
+        settled as lost; the others get their results (or their own exceptions).
+        """
+        self._drop_pool()
+        self.lost_workers += 1
+        for job in pending:
+            if job.future is None or not _is_broken(job.future):
+                continue  # settled, never submitted, or finished before the break
+            job.future = None
+            job.tries += 1  # the second and last run: alone, waited for here
+            fut = self._get_pool().submit(job.fn, job.item)
+            try:
+                job.settle(fut.result())
+            except Exception as exc:  # kept and re-raised at the job's position
+                if _is_broken(fut):
+                    again = self._drop_pool()
+                    self.lost_workers += 1
+                    job.settle_lost(again)
+                else:
+                    job.settle_error(exc)
+
+    def _drop_pool(self) -> list[int]:
+        """Shut a broken pool down; return its workers' exit codes (best effort)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return []
+        try:  # a private attribute of the standard library: only ever read, and guarded
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+        except Exception:  # pragma: no cover
+            procs = []
+        pool.shutdown(wait=True, cancel_futures=True)
+        codes = []
+        for p in procs:
+            try:
+                p.join(timeout=5)
+                if p.exitcode not in (None, 0):
+                    codes.append(p.exitcode)
+            except Exception:  # pragma: no cover
+                pass
+        return codes
+
+    # Dask ------------------------------------------------------------------------------------
+    def _ordered_dask(self, fn, it, limit, on_lost) -> Iterator[Any]:
+        client = self._client
+        pending: deque = deque()
+        index = 0
+
+        def outcome(i, item, fut):
+            try:
+                return fut.result()
+            except Exception as exc:
+                if type(exc).__name__ != "KilledWorker":
+                    raise
+                why = f"the Dask cluster lost a worker on it each time it ran ({type(exc).__name__})"
+                lost = WorkerLostError(f"{_job_name(i, fn)}: {why}", i, item, why)
+                if on_lost == "raise":
+                    raise lost from None
+                return lost
+
+        try:
+            for item in it:
+                pending.append((index, item, client.submit(fn, item, pure=False)))
+                index += 1
+                if len(pending) >= limit:
+                    yield outcome(*pending.popleft())
+            while pending:
+                yield outcome(*pending.popleft())
+        finally:
+            for _, _, fut in pending:
                 fut.cancel()
             pending.clear()
 
@@ -227,6 +346,71 @@ class Executor:
     def __repr__(self) -> str:
         where = self.scheduler if self.kind == "dask" else self.workers
         return f"Executor(kind={self.kind!r}, {where!r})"
+
+
+_END = object()
+
+
+def _is_broken(fut) -> bool:
+    """True if ``fut`` failed because its process pool broke (a worker process died)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    return fut.done() and not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool)
+
+
+def _job_name(index: int, fn) -> str:
+    return f"job {index} ({getattr(fn, '__name__', type(fn).__name__)})"
+
+
+def _death(codes: list[int]) -> str:
+    """'killed by signal 9 (SIGKILL)' from the exit codes of a broken pool's workers.
+
+    The pool terminates its other workers with SIGTERM when one dies, so a code other than
+    -SIGTERM is the one that died first.
+    """
+    own = [c for c in codes if c != -signal.SIGTERM] or codes
+    if not own:
+        return "killed, e.g. by the out-of-memory killer?"
+    c = own[0]
+    if c < 0:
+        try:
+            name = signal.Signals(-c).name
+        except ValueError:
+            name = "?"
+        return f"killed by signal {-c} ({name}){'; out of memory?' if -c == signal.SIGKILL else ''}"
+    return f"exited with code {c}"
+
+
+class _Job:
+    """One item of an ``imap`` on the local pool: its future, or its settled outcome."""
+
+    __slots__ = ("index", "item", "fn", "future", "tries", "settled", "value", "error")
+
+    def __init__(self, index: int, item: Any, fn: Callable[[Any], Any]) -> None:
+        self.index, self.item, self.fn = index, item, fn
+        self.future = None
+        self.tries = 1
+        self.settled = False
+        self.value = self.error = None
+
+    def settle(self, value: Any) -> None:
+        self.settled, self.value = True, value
+
+    def settle_error(self, exc: BaseException) -> None:
+        self.settled, self.error = True, exc
+
+    def settle_lost(self, codes: list[int]) -> None:
+        why = _death(codes)
+        self.settle(WorkerLostError(f"{_job_name(self.index, self.fn)}: its worker process died twice ({why})",
+                                    self.index, self.item, why))
+
+    def outcome(self) -> Any:
+        """The result (blocking), re-raising the job's own exception."""
+        if self.settled:
+            if self.error is not None:
+                raise self.error
+            return self.value
+        return self.future.result()
 
 
 class _Star:
