@@ -6,6 +6,7 @@ and refuses what it cannot use with one clear line naming the file and the probl
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -136,13 +137,18 @@ class _AtomicPath:
                 os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
                 os.replace(self.tmp, self.path)
             except OSError as err:
+                error = output_error(self.path, err)
                 self._discard()
-                raise output_error(self.path, err) from None
+                raise error from None
             return False
-        self._discard()
+        error = None
         if isinstance(exc, OSError) and exc.filename in (None, str(self.tmp), str(self.path)):
-            # the write itself failed (an OSError about another file is not ours to rename)
-            raise output_error(self.path, exc) from None
+            # the write itself failed (an OSError about another file is not ours to rename);
+            # judged before the temporary file is removed (a full disk is full only until then)
+            error = output_error(self.path, exc)
+        self._discard()
+        if error is not None:
+            raise error from None
         return False
 
     def _discard(self) -> None:
@@ -155,9 +161,21 @@ class _AtomicPath:
 def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
     """The one-line :class:`OutputError` for an :class:`OSError` met while writing ``path``."""
     why = exc.strerror or str(exc) or type(exc).__name__
+    code = exc.errno
     if isinstance(exc, IsADirectoryError) or Path(path).is_dir():
         why = "a directory is in the way"
-    return OutputError(f"{path}: cannot write ({why})", exc.errno)
+    elif code is None and _disk_full(Path(path).parent):  # e.g. numpy's "N requested and M written"
+        code = errno.ENOSPC
+        why = os.strerror(code)
+    return OutputError(f"{path}: cannot write ({why})", code)
+
+
+def _disk_full(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def _dir_error(path: Path, exc: OSError) -> OutputError:

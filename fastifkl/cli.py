@@ -346,6 +346,9 @@ def separate(
     finally:
         if ex.kind != "dask":  # temporary files of killed local workers (Dask workers may be elsewhere)
             remove_stale_temps(out)
+    if ex.lost_workers:
+        typer.echo(f"fastifkl: note: {ex.lost_workers} worker process(es) died and were replaced; "
+                   "the files they held were run again", err=True)
     if failures:
         if len(files) > 1:
             parts = ", ".join(f"{n} {_FAILURE_NAMES[k]}" for k, n in failures.items())

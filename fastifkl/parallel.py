@@ -81,6 +81,47 @@ def _limit_threads(n: int) -> None:
             pass
 
 
+_MARKS = None  # in a worker process: the directory where running jobs keep a marker file
+
+
+def _init_worker(n_threads: int, marks: str | None) -> None:
+    """Worker initializer: thread limits, and where jobs mark that they are running."""
+    global _MARKS
+    _MARKS = marks
+    _limit_threads(n_threads)
+    # A worker never forks. Saying so keeps Numba (which guards its thread-pool start with a
+    # multiprocessing lock whenever the start method contains "fork") from making a named
+    # semaphore that a killed worker would leak (the resource tracker would warn at exit).
+    import multiprocessing
+
+    try:
+        multiprocessing.set_start_method("spawn", force=True)
+    except (RuntimeError, ValueError):  # pragma: no cover
+        pass
+
+
+def _run_marked(fn: Callable[[Any], Any], token: int, item: Any) -> Any:
+    """In a worker: run job ``token`` with a marker file present while it runs.
+
+    A worker that dies cannot remove its marker, so after a break the markers name exactly the
+    jobs that were running (the others had finished or not started).
+    """
+    if _MARKS is None:
+        return fn(item)
+    mark = os.path.join(_MARKS, str(token))
+    try:
+        open(mark, "wb").close()
+    except OSError:  # pragma: no cover - then the job counts as not running
+        pass
+    try:
+        return fn(item)
+    finally:
+        try:
+            os.unlink(mark)
+        except OSError:  # pragma: no cover
+            pass
+
+
 def _mp_context():
     import multiprocessing as mp
 
@@ -125,6 +166,8 @@ class Executor:
         self.threads_per_worker = threads_per_worker
         self._max_in_flight = max_in_flight
         self._pool = None
+        self._marks = None  # directory of the marker files of running jobs (local pool)
+        self._tokens = 0
         self._client = None
         self._own_client = False
         self.lost_workers = 0  # local worker processes lost (and replaced) so far
@@ -157,8 +200,15 @@ class Executor:
             from concurrent.futures import ProcessPoolExecutor
 
             tpw = self.threads_per_worker or max(1, cpu_count() // self.workers)
+            if self._marks is None:
+                import tempfile
+
+                try:
+                    self._marks = tempfile.mkdtemp(prefix="fastifkl-pool-")
+                except OSError:  # pragma: no cover - then every job in flight counts as running
+                    self._marks = None
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
-                                             initializer=_limit_threads, initargs=(tpw,))
+                                             initializer=_init_worker, initargs=(tpw, self._marks))
         return self._pool
 
     @property
@@ -238,42 +288,59 @@ class Executor:
     def _submit(self, job: "_Job", pending) -> None:
         from concurrent.futures.process import BrokenProcessPool
 
-        while True:
+        while job.future is None:
             try:
-                job.future = self._get_pool().submit(job.fn, job.item)
-                return
-            except BrokenProcessPool:  # the pool broke since the last look: recover, then submit
+                self._send(job)
+            except BrokenProcessPool:  # the pool broke since the last look: recover (which resubmits)
+                job.future = None
                 self._recover(pending)
 
-    def _recover(self, pending) -> None:
-        """After a worker died: a new pool, then each job the break failed re-run alone, once.
+    def _send(self, job: "_Job") -> None:
+        job.token = self._tokens
+        self._tokens += 1
+        job.future = None
+        job.future = self._get_pool().submit(_run_marked, job.fn, job.token, job.item)
 
-        Run alone, a job whose worker dies again is certainly the one that kills it: it is
-        settled as lost; the others get their results (or their own exceptions).
+    def _recover(self, pending) -> None:
+        """After a worker died: a new pool; each job that was running when it broke is re-run
+        alone, once; the jobs that had not started yet are submitted again as usual.
+
+        Run alone, a job whose worker dies again is certainly one that kills it: it is settled
+        as lost. The others get their results (or their own exceptions).
         """
-        self._drop_pool()
+        from concurrent.futures.process import BrokenProcessPool
+
+        running, _ = self._drop_pool()
         self.lost_workers += 1
         for job in pending:
-            if job.future is None or not _is_broken(job.future):
-                continue  # settled, never submitted, or finished before the break
+            if job.future is None or not _is_broken(job.future) or (running is not None and job.token not in running):
+                continue  # settled, finished before the break, or not running (resubmitted below)
             job.future = None
-            job.tries += 1  # the second and last run: alone, waited for here
-            fut = self._get_pool().submit(job.fn, job.item)
+            self._send(job)  # the second and last run: alone, waited for here
+            fut = job.future
+            job.future = None
             try:
                 job.settle(fut.result())
             except Exception as exc:  # kept and re-raised at the job's position
                 if _is_broken(fut):
-                    again = self._drop_pool()
+                    _, codes = self._drop_pool()
                     self.lost_workers += 1
-                    job.settle_lost(again)
+                    job.settle_lost(codes)
                 else:
                     job.settle_error(exc)
+        for job in pending:
+            if not job.settled and (job.future is None or _is_broken(job.future)):
+                try:
+                    self._send(job)
+                except BrokenProcessPool:  # pragma: no cover - a fresh pool with nothing run yet
+                    job.future = None
 
-    def _drop_pool(self) -> list[int]:
-        """Shut a broken pool down; return its workers' exit codes (best effort)."""
+    def _drop_pool(self) -> tuple[set[int] | None, list[int]]:
+        """Shut a broken pool down; return the tokens of the jobs that were running when it broke
+        (None if unknown) and the workers' exit codes (best effort)."""
         pool, self._pool = self._pool, None
         if pool is None:
-            return []
+            return set(), []
         try:  # a private attribute of the standard library: only ever read, and guarded
             procs = list((getattr(pool, "_processes", None) or {}).values())
         except Exception:  # pragma: no cover
@@ -287,7 +354,16 @@ class Executor:
                     codes.append(p.exitcode)
             except Exception:  # pragma: no cover
                 pass
-        return codes
+        running = None
+        if self._marks is not None:  # every worker is gone now: what is marked was running
+            running = set()
+            for name in os.listdir(self._marks):
+                running.add(int(name))
+                try:
+                    os.unlink(os.path.join(self._marks, name))
+                except OSError:  # pragma: no cover
+                    pass
+        return running, codes
 
     # Dask ------------------------------------------------------------------------------------
     def _ordered_dask(self, fn, it, limit, on_lost) -> Iterator[Any]:
@@ -333,6 +409,11 @@ class Executor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._marks is not None:
+            import shutil
+
+            shutil.rmtree(self._marks, ignore_errors=True)
+            self._marks = None
         if self._client is not None and self._own_client:
             self._client.close()
         self._client = None if self._own_client else self._client
@@ -384,12 +465,12 @@ def _death(codes: list[int]) -> str:
 class _Job:
     """One item of an ``imap`` on the local pool: its future, or its settled outcome."""
 
-    __slots__ = ("index", "item", "fn", "future", "tries", "settled", "value", "error")
+    __slots__ = ("index", "item", "fn", "future", "token", "settled", "value", "error")
 
     def __init__(self, index: int, item: Any, fn: Callable[[Any], Any]) -> None:
         self.index, self.item, self.fn = index, item, fn
         self.future = None
-        self.tries = 1
+        self.token = -1
         self.settled = False
         self.value = self.error = None
 
