@@ -24,11 +24,14 @@ as the caller has consumed them.
 
 A lost worker is survived, as Dask survives one. When a local worker process dies (killed by
 the out-of-memory killer, a signal, a crash in a native library), Python's process pool breaks
-and fails every job in flight. The executor then starts a new pool and re-runs each of those
-jobs once more, one at a time (so that a second death names its job for certain), and goes on
-with the rest. A job whose worker dies on that second run too is lost: ``imap`` raises
-:class:`~fastifkl.errors.WorkerLostError` at its position (``on_lost="raise"``, the default) or
-yields the error object in place of its result and finishes the rest (``on_lost="yield"``).
+and fails every job in flight. The executor then starts a new pool. The jobs that were running
+when it broke (each running job keeps a marker file while it runs; a dead worker cannot remove
+its own) are re-run once more, one at a time, so that a second death names its job for
+certain; the jobs that had not started are submitted again as usual; then the rest go on. A job
+whose worker dies on that second run too is lost: ``imap`` raises
+:class:`~fastifkl.errors.WorkerLostError` at its position (``on_lost="raise"``, the default:
+training needs every channel) or yields the error object in place of its result and finishes
+the rest (``on_lost="yield"``: a batch of files). ``Executor.lost_workers`` counts the deaths.
 On Dask, a task the cluster gives up on (``KilledWorker``) is treated the same way. Results do
 not depend on whether a job was re-run (jobs are deterministic functions of their item).
 """
