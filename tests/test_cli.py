@@ -180,6 +180,31 @@ def test_separate_exit_codes(sep_inputs, tmp_path):
         f"fastifkl: error: {good[1]}: corrupt or truncated model file (BadZipFile: File is not a zip file)"]
 
 
+def test_unexpected_error_in_one_file_exit_1(sep_inputs, tmp_path, monkeypatch):
+    model, ind, junk = sep_inputs
+    from fastifkl import audio
+
+    real_save = audio.save
+
+    def save(path, x, *a, **k):
+        if Path(path).name == "g1.sep.wav":
+            raise RuntimeError("boom")
+        return real_save(path, x, *a, **k)
+
+    monkeypatch.setattr(audio, "save", save)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["separate", str(ind / "g0.wav"), str(ind / "g1.wav"), str(ind / "g2.wav"), "-m", str(model),
+                            "-o", str(out), "-q"])
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == [f"fastifkl: skipped: {ind / 'g1.wav'}: failed (RuntimeError: boom)",
+                                             "fastifkl: 1 of 3 files failed (1 unexpected error); 2 done"]
+    assert sorted(p.name for p in out.iterdir()) == ["g0.sep.wav", "g2.sep.wav"]
+    # bad input outranks it: exit 2
+    r = runner.invoke(app, ["separate", str(ind / "g1.wav"), str(junk), "-m", str(model), "-o", str(out), "-q"])
+    assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == \
+        "fastifkl: 2 of 2 files failed (1 unexpected error, 1 bad input); 0 done"
+
+
 def readonly_dir(path: Path):
     """A directory nobody may write in: chmod for users, a read-only tmpfs for root."""
     path.mkdir()

@@ -228,3 +228,20 @@ def test_worker_exit_code_is_reported():
 def test_on_lost_is_checked():
     with executor(1) as ex, pytest.raises(InputError, match="on_lost"):
         ex.imap(add, [], on_lost="ignore")
+
+
+def test_dask_killed_worker_is_a_lost_job():
+    """Dask's own KilledWorker (a task whose workers died more than allowed-failures times; Dask
+    also counts the tasks queued on the same worker) becomes the same WorkerLostError."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                                     silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        with executor(scheduler=client) as ex:
+            out = list(ex.imap(killed_always, [(2, 2)], on_lost="yield"))
+            assert isinstance(out[0], WorkerLostError) and out[0].index == 0 and "KilledWorker" in out[0].reason
+            with pytest.raises(WorkerLostError, match=r"job 0 \(killed_always\): the Dask cluster lost a worker"):
+                ex.map(killed_always, [(2, 2)])
+            assert ex.map(killed_always, [(3, 2)]) == [9]  # the nanny's new worker goes on
