@@ -289,7 +289,8 @@ def _separate_job(job: tuple) -> tuple:
 
 
 # what the summary line of a batch calls each kind of failed file
-_FAILURE_NAMES = {"input": "bad input", "output": "cannot write", "lost": "worker died twice", "failed": "unexpected error"}
+_FAILURE_NAMES = {"input": "bad input", "output": "cannot write", "lost": "worker died twice",
+                  "failed": "unexpected error"}
 
 
 @app.command()
@@ -352,7 +353,8 @@ def separate(
     if failures:
         if len(files) > 1:
             parts = ", ".join(f"{n} {_FAILURE_NAMES[k]}" for k, n in failures.items())
-            typer.echo(f"fastifkl: {sum(failures.values())} of {len(files)} files failed ({parts}); {done} done", err=True)
+            n_failed = sum(failures.values())
+            typer.echo(f"fastifkl: {n_failed} of {len(files)} files failed ({parts}); {done} done", err=True)
         raise typer.Exit(2 if failures["input"] or failures["output"] else 1)
 
 

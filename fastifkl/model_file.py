@@ -107,8 +107,9 @@ def read(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> tuple[dict, 
             total = infos["meta.json"].file_size + sum(infos[f"{n}.npy"].file_size for n in want)
             bound = min(max_bytes, MAX_RATIO * size + _SLACK)
             if total > bound:
-                raise ModelError(f"{p}: corrupt model file (its entries declare {total} bytes uncompressed, more than "
-                                 f"{'a ' + str(size) + '-byte file can hold' if bound < max_bytes else f'the limit of {max_bytes} bytes'})")
+                limit = f"a {size}-byte file can hold" if bound < max_bytes else f"the limit of {max_bytes} bytes"
+                raise ModelError(f"{p}: corrupt model file (its entries declare {total} bytes uncompressed, "
+                                 f"more than {limit})")
             # every header first: nothing is allocated until all of them fit the metadata
             headers = {n: _read_header(p, zf, infos[f"{n}.npy"], n, want[n]) for n in want}
             _check_lengths(p, headers)
@@ -236,7 +237,8 @@ def _read_header(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
     if any(not isinstance(d, int) or d < 0 for d in shape):
         raise ModelError(f"{p}: corrupt model file (array '{name}' has shape {shape})")
     if len(shape) != len(shape_want) or any(w is not None and w != d for w, d in zip(shape_want, shape)):
-        want_txt = "(" + ", ".join("n" if w is None else str(w) for w in shape_want) + ("," if len(shape_want) == 1 else "") + ")"
+        dims = ["n" if w is None else str(w) for w in shape_want]
+        want_txt = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
         raise ModelError(f"{p}: corrupt model file (array '{name}' has shape {shape}, expected {want_txt})")
     nbytes = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
     if nbytes != info.file_size - len(prefix) - hlen:
@@ -255,7 +257,8 @@ def _check_lengths(p: Path, headers: dict) -> None:
                                  f"{pts[1][0]} points)")
 
 
-def _read_data(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, dtype, shape, fortran, hsize) -> np.ndarray:
+def _read_data(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, dtype, shape, fortran,
+               hsize) -> np.ndarray:
     """The array of an entry whose header passed :func:`_read_header`: read straight into it, in
     chunks (peak memory: the array plus one chunk), never past its declared size plus one byte."""
     count = math.prod(shape)

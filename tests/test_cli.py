@@ -1,15 +1,25 @@
-"""The command line: help, mix, cochleagram, bad input (one line, exit code 2, nothing written)."""
+"""The command line: help, mix, cochleagram, bad input (one line, exit code 2, nothing written);
+separate's exit codes, unusable outputs, and a batch that survives a killed worker process."""
+import errno
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from fastifkl import cli
 from fastifkl.cli import app
 from fastifkl.corpus import MixtureSet
+
+from tiny_model import tiny_model
 
 runner = CliRunner()
 
@@ -114,16 +124,6 @@ def test_mix_errors(tmp_path):
 
 
 # ---- exit codes, unusable outputs, lost workers (separate) ----------------------------------
-import errno  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from fastifkl import cli  # noqa: E402
-
-from tiny_model import tiny_model  # noqa: E402
 
 
 def fastifkl(*args, **kw):
@@ -211,7 +211,8 @@ def readonly_dir(path: Path):
     if os.geteuid() != 0:
         path.chmod(0o555)
         return path
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)]
+    if subprocess.run(mount, capture_output=True).returncode:
         pytest.skip("running as root and cannot mount a read-only tmpfs")
     return path
 
@@ -243,7 +244,9 @@ def test_unusable_output_one_line_exit_2(sep_inputs, tmp_path, case):
         named, why = out / "g1.sep.wav", "cannot write (a directory is in the way)"
     elif case == "read_only":
         out = mounted = readonly_dir(tmp_path / "ro")
-        named, why = out, "cannot write in the output directory (" + ("Read-only file system)" if os.geteuid() == 0 else "Permission denied)")
+        named = out
+        reason = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+        why = f"cannot write in the output directory ({reason})"
     else:
         out = mounted = tiny_disk(tmp_path / "full")  # 64 kB: the first 3 s output (192 kB) cannot fit
         named, why = out / "g0.sep.wav", "cannot write (No space left on device); stopped after 0 of 2 files"
@@ -253,7 +256,8 @@ def test_unusable_output_one_line_exit_2(sep_inputs, tmp_path, case):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2, r.stderr
         if case == "dir_in_the_way":  # only that file: the other is done
-            assert lines == [f"fastifkl: skipped: {named}: {why}", "fastifkl: 1 of 2 files failed (1 cannot write); 1 done"]
+            assert lines == [f"fastifkl: skipped: {named}: {why}",
+                             "fastifkl: 1 of 2 files failed (1 cannot write); 1 done"]
             assert sorted(p.name for p in out.iterdir()) == ["g0.sep.wav", "g1.sep.wav"]
             assert (out / "g1.sep.wav").is_dir() and not any((out / "g1.sep.wav").iterdir())
         else:
@@ -268,8 +272,9 @@ def test_unusable_output_one_line_exit_2(sep_inputs, tmp_path, case):
             named, why = out / "g0.cochleagram.npy", "cannot write (No space left on device)"
         r = fastifkl("cochleagram", files[0], files[1], "-o", out)
         no_traceback(r)
-        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"fastifkl: error: {named}: {why}"] or (
-            case == "proc" and r.stderr.startswith("fastifkl: error: /proc/x: cannot create the output directory")), r.stderr
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [f"fastifkl: error: {named}: {why}"] or (
+            case == "proc" and r.stderr.startswith("fastifkl: error: /proc/x: cannot create the output directory"))
         assert leftovers(out) == []
     finally:
         if mounted is not None and os.geteuid() == 0:
@@ -302,7 +307,8 @@ def test_other_commands_name_the_unusable_output(sep_inputs, tmp_path):
     make_corpus(tmp_path / "c")
     r = fastifkl("mix", tmp_path / "c" / "speech", tmp_path / "c" / "noise", "-o", "/proc/x/set")
     no_traceback(r)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["fastifkl: error: /proc/x: No such file or directory"]
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["fastifkl: error: /proc/x: No such file or directory"]
     r = fastifkl("mix", tmp_path / "c" / "speech", tmp_path / "c" / "noise", "-o", tmp_path / "set", "--noises", "hum")
     assert r.returncode == 0, r.stderr
     (tmp_path / "taken").mkdir()
@@ -313,7 +319,8 @@ def test_other_commands_name_the_unusable_output(sep_inputs, tmp_path):
         r = fastifkl("evaluate", model, tmp_path / "set", opt, path, "-q")
         no_traceback(r)
         lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"fastifkl: error: {named}") and why in lines[0], r.stderr
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert lines[0].startswith(f"fastifkl: error: {named}") and why in lines[0], r.stderr
     assert leftovers(tmp_path) == []
 
 
@@ -438,12 +445,14 @@ def test_train_job_lost_twice_is_one_line_exit_1(tmp_path, monkeypatch):
     from fastifkl import separator
 
     make_corpus(tmp_path / "c")
-    r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"), "-o", str(tmp_path / "set")])
+    c = tmp_path / "c"
+    r = runner.invoke(app, ["mix", str(c / "speech"), str(c / "noise"), "-o", str(tmp_path / "set")])
     assert r.exit_code == 0, r.output
     monkeypatch.setattr(separator, "_fit_channel", dying_fit_channel)  # pickled by reference: workers run it
     r = runner.invoke(app, ["train", str(tmp_path / "set"), "-o", str(tmp_path / "m.fkl"), "--kernel", "gaussian",
                             "--channels", "4", "--max-train", "60", "-j", "2", "-q"])
     assert r.exit_code == 1, r.output
-    assert r.stderr.strip().splitlines() == ["fastifkl: error: job 2 (dying_fit_channel): its worker process died twice "
-                                             "(killed by signal 9 (SIGKILL); out of memory?)"]
+    assert r.stderr.strip().splitlines() == [
+        "fastifkl: error: job 2 (dying_fit_channel): its worker process died twice (killed by signal 9 (SIGKILL); "
+        "out of memory?)"]
     assert not (tmp_path / "m.fkl").exists() and leftovers(tmp_path) == []
