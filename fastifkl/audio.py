@@ -284,7 +284,9 @@ def save(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE, subtype:
         else:
             try:
                 sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
-            except RuntimeError as exc:  # libsndfile reports a failed write (e.g. disk full) this way
+            except getattr(sf, "SoundFileRuntimeError", OSError) as exc:  # libsndfile's failed write (disk full)
+                if _disk_full(p.parent):  # libsndfile says only "System error."
+                    raise OutputError(f"{p}: cannot write ({os.strerror(errno.ENOSPC)})", errno.ENOSPC) from None
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise OutputError(f"{p}: cannot write ({msg})") from None
     return p
