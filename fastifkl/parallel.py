@@ -22,28 +22,23 @@ At most ``max_in_flight`` jobs (default ``2 * workers``) are submitted at any ti
 thousands of files is never pickled and queued all at once, and results are released as soon
 as the caller has consumed them.
 
-A lost worker is survived, as Dask survives one. When a local worker process dies (killed by
-the out-of-memory killer, a signal, a crash in a native library), Python's process pool breaks
-and fails every job in flight. The executor then starts a new pool. The jobs that were running
-when it broke (each running job keeps a marker file while it runs; a dead worker cannot remove
-its own) are re-run once more, one at a time, so that a second death names its job for
-certain; the jobs that had not started are submitted again as usual; then the rest go on. A job
-whose worker dies on that second run too is lost: ``imap`` raises
-:class:`~fastifkl.errors.WorkerLostError` at its position (``on_lost="raise"``, the default:
-training needs every channel) or yields the error object in place of its result and finishes
-the rest (``on_lost="yield"``: a batch of files). ``Executor.lost_workers`` counts the deaths.
-On Dask, a task the cluster gives up on (``KilledWorker``) is treated the same way. Results do
-not depend on whether a job was re-run (jobs are deterministic functions of their item).
+A lost worker is survived, as Dask survives one: the local pool (:mod:`fastifkl.pool`) runs the
+jobs a dead worker held once more, alone; a job whose worker dies twice is lost: ``imap``
+raises :class:`~fastifkl.errors.WorkerLostError` at its position (``on_lost="raise"``, the
+default: training needs every channel) or yields the error object in place of its result and
+finishes the rest (``on_lost="yield"``: a batch of files). ``Executor.lost_workers`` counts the
+deaths. On Dask, a task the cluster gives up on (``KilledWorker``) is treated the same way.
+Results do not depend on whether a job was re-run (jobs are deterministic functions of their item).
 """
 from __future__ import annotations
 
 import os
-import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import InputError, WorkerLostError
+from .pool import LocalPool, job_name
 
 __all__ = ["executor", "Executor", "cpu_count"]
 
@@ -81,47 +76,6 @@ def _limit_threads(n: int) -> None:
 
             numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
         except Exception:  # pragma: no cover
-            pass
-
-
-_MARKS = None  # in a worker process: the directory where running jobs keep a marker file
-
-
-def _init_worker(n_threads: int, marks: str | None) -> None:
-    """Worker initializer: thread limits, and where jobs mark that they are running."""
-    global _MARKS
-    _MARKS = marks
-    _limit_threads(n_threads)
-    # A worker never forks. Saying so keeps Numba (which guards its thread-pool start with a
-    # multiprocessing lock whenever the start method contains "fork") from making a named
-    # semaphore that a killed worker would leak (the resource tracker would warn at exit).
-    import multiprocessing
-
-    try:
-        multiprocessing.set_start_method("spawn", force=True)
-    except (RuntimeError, ValueError):  # pragma: no cover
-        pass
-
-
-def _run_marked(fn: Callable[[Any], Any], token: int, item: Any) -> Any:
-    """In a worker: run job ``token`` with a marker file present while it runs.
-
-    A worker that dies cannot remove its marker, so after a break the markers name exactly the
-    jobs that were running (the others had finished or not started).
-    """
-    if _MARKS is None:
-        return fn(item)
-    mark = os.path.join(_MARKS, str(token))
-    try:
-        open(mark, "wb").close()
-    except OSError:  # pragma: no cover - then the job counts as not running
-        pass
-    try:
-        return fn(item)
-    finally:
-        try:
-            os.unlink(mark)
-        except OSError:  # pragma: no cover
             pass
 
 
@@ -168,12 +122,10 @@ class Executor:
         self.scheduler = scheduler
         self.threads_per_worker = threads_per_worker
         self._max_in_flight = max_in_flight
-        self._pool = None
-        self._marks = None  # directory of the marker files of running jobs (local pool)
-        self._tokens = 0
+        self._pool: LocalPool | None = None
+        self._lost_before = 0  # workers lost by pools already closed
         self._client = None
         self._own_client = False
-        self.lost_workers = 0  # local worker processes lost (and replaced) so far
         if scheduler is not None:
             self.kind = "dask"
             self._client, self._own_client = self._connect(scheduler)
@@ -198,21 +150,16 @@ class Executor:
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
 
-    def _get_pool(self):
+    def _get_pool(self) -> LocalPool:
         if self._pool is None:
-            from concurrent.futures import ProcessPoolExecutor
-
             tpw = self.threads_per_worker or max(1, cpu_count() // self.workers)
-            if self._marks is None:
-                import tempfile
-
-                try:
-                    self._marks = tempfile.mkdtemp(prefix="fastifkl-pool-")
-                except OSError:  # pragma: no cover - then every job in flight counts as running
-                    self._marks = None
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
-                                             initializer=_init_worker, initargs=(tpw, self._marks))
+            self._pool = LocalPool(self.workers, _mp_context(), initializer=_limit_threads, initargs=(tpw,))
         return self._pool
+
+    @property
+    def lost_workers(self) -> int:
+        """Local worker processes lost (and replaced) so far."""
+        return self._lost_before + (self._pool.lost_workers if self._pool is not None else 0)
 
     @property
     def max_in_flight(self) -> int:
@@ -249,124 +196,8 @@ class Executor:
         if self.kind == "serial":
             return (fn(item) for item in items)
         if self.kind == "processes":
-            return self._ordered_pool(fn, iter(items), max_in_flight, on_lost)
+            return self._get_pool().imap(fn, iter(items), max_in_flight, on_lost)
         return self._ordered_dask(fn, iter(items), max_in_flight, on_lost)
-
-    # the local pool, surviving lost workers ----------------------------------------------------
-    def _ordered_pool(self, fn, it, limit, on_lost) -> Iterator[Any]:
-        from concurrent.futures import wait
-
-        pending: deque[_Job] = deque()
-        index = 0
-        try:
-            while True:
-                if len(pending) < limit:
-                    item = next(it, _END)
-                    if item is not _END:
-                        pending.append(_Job(index, item, fn))
-                        index += 1
-                        self._submit(pending[-1], pending)
-                        if len(pending) < limit:
-                            continue
-                if not pending:
-                    return
-                head = pending[0]
-                if head.future is not None:
-                    wait([head.future])
-                    if _is_broken(head.future):
-                        self._recover(pending)
-                        continue
-                pending.popleft()
-                value = head.outcome()
-                if isinstance(value, WorkerLostError) and on_lost == "raise":
-                    raise value
-                yield value
-        finally:
-            # reached on error, on a generator closed early, and (as a no-op) at the end
-            for job in pending:
-                if job.future is not None:
-                    job.future.cancel()
-            pending.clear()
-
-    def _submit(self, job: "_Job", pending) -> None:
-        from concurrent.futures.process import BrokenProcessPool
-
-        while job.future is None:
-            try:
-                self._send(job)
-            except BrokenProcessPool:  # the pool broke since the last look: recover (which resubmits)
-                job.future = None
-                self._recover(pending)
-
-    def _send(self, job: "_Job") -> None:
-        job.token = self._tokens
-        self._tokens += 1
-        job.future = None
-        job.future = self._get_pool().submit(_run_marked, job.fn, job.token, job.item)
-
-    def _recover(self, pending) -> None:
-        """After a worker died: a new pool; each job that was running when it broke is re-run
-        alone, once; the jobs that had not started yet are submitted again as usual.
-
-        Run alone, a job whose worker dies again is certainly one that kills it: it is settled
-        as lost. The others get their results (or their own exceptions).
-        """
-        from concurrent.futures.process import BrokenProcessPool
-
-        running, _ = self._drop_pool()
-        self.lost_workers += 1
-        for job in pending:
-            if job.future is None or not _is_broken(job.future) or (running is not None and job.token not in running):
-                continue  # settled, finished before the break, or not running (resubmitted below)
-            job.future = None
-            self._send(job)  # the second and last run: alone, waited for here
-            fut = job.future
-            job.future = None
-            try:
-                job.settle(fut.result())
-            except Exception as exc:  # kept and re-raised at the job's position
-                if _is_broken(fut):
-                    _, codes = self._drop_pool()
-                    self.lost_workers += 1
-                    job.settle_lost(codes)
-                else:
-                    job.settle_error(exc)
-        for job in pending:
-            if not job.settled and (job.future is None or _is_broken(job.future)):
-                try:
-                    self._send(job)
-                except BrokenProcessPool:  # pragma: no cover - a fresh pool with nothing run yet
-                    job.future = None
-
-    def _drop_pool(self) -> tuple[set[int] | None, list[int]]:
-        """Shut a broken pool down; return the tokens of the jobs that were running when it broke
-        (None if unknown) and the workers' exit codes (best effort)."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return set(), []
-        try:  # a private attribute of the standard library: only ever read, and guarded
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-        except Exception:  # pragma: no cover
-            procs = []
-        pool.shutdown(wait=True, cancel_futures=True)
-        codes = []
-        for p in procs:
-            try:
-                p.join(timeout=5)
-                if p.exitcode not in (None, 0):
-                    codes.append(p.exitcode)
-            except Exception:  # pragma: no cover
-                pass
-        running = None
-        if self._marks is not None:  # every worker is gone now: what is marked was running
-            running = set()
-            for name in os.listdir(self._marks):
-                running.add(int(name))
-                try:
-                    os.unlink(os.path.join(self._marks, name))
-                except OSError:  # pragma: no cover
-                    pass
-        return running, codes
 
     # Dask ------------------------------------------------------------------------------------
     def _ordered_dask(self, fn, it, limit, on_lost) -> Iterator[Any]:
@@ -381,7 +212,7 @@ class Executor:
                 if type(exc).__name__ != "KilledWorker":
                     raise
                 why = f"the Dask cluster lost a worker on it each time it ran ({type(exc).__name__})"
-                lost = WorkerLostError(f"{_job_name(i, fn)}: {why}", i, item, why)
+                lost = WorkerLostError(f"{job_name(i, fn)}: {why}", i, item, why)
                 if on_lost == "raise":
                     raise lost from None
                 return lost
@@ -410,13 +241,9 @@ class Executor:
     def close(self) -> None:
         """Shut down the pool / the Dask client this executor opened (idempotent)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
+            self._lost_before += self._pool.lost_workers
             self._pool = None
-        if self._marks is not None:
-            import shutil
-
-            shutil.rmtree(self._marks, ignore_errors=True)
-            self._marks = None
         if self._client is not None and self._own_client:
             self._client.close()
         self._client = None if self._own_client else self._client
@@ -430,71 +257,6 @@ class Executor:
     def __repr__(self) -> str:
         where = self.scheduler if self.kind == "dask" else self.workers
         return f"Executor(kind={self.kind!r}, {where!r})"
-
-
-_END = object()
-
-
-def _is_broken(fut) -> bool:
-    """True if ``fut`` failed because its process pool broke (a worker process died)."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    return fut.done() and not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool)
-
-
-def _job_name(index: int, fn) -> str:
-    return f"job {index} ({getattr(fn, '__name__', type(fn).__name__)})"
-
-
-def _death(codes: list[int]) -> str:
-    """'killed by signal 9 (SIGKILL)' from the exit codes of a broken pool's workers.
-
-    The pool terminates its other workers with SIGTERM when one dies, so a code other than
-    -SIGTERM is the one that died first.
-    """
-    own = [c for c in codes if c != -signal.SIGTERM] or codes
-    if not own:
-        return "killed, e.g. by the out-of-memory killer?"
-    c = own[0]
-    if c < 0:
-        try:
-            name = signal.Signals(-c).name
-        except ValueError:
-            name = "?"
-        return f"killed by signal {-c} ({name}){'; out of memory?' if -c == signal.SIGKILL else ''}"
-    return f"exited with code {c}"
-
-
-class _Job:
-    """One item of an ``imap`` on the local pool: its future, or its settled outcome."""
-
-    __slots__ = ("index", "item", "fn", "future", "token", "settled", "value", "error")
-
-    def __init__(self, index: int, item: Any, fn: Callable[[Any], Any]) -> None:
-        self.index, self.item, self.fn = index, item, fn
-        self.future = None
-        self.token = -1
-        self.settled = False
-        self.value = self.error = None
-
-    def settle(self, value: Any) -> None:
-        self.settled, self.value = True, value
-
-    def settle_error(self, exc: BaseException) -> None:
-        self.settled, self.error = True, exc
-
-    def settle_lost(self, codes: list[int]) -> None:
-        why = _death(codes)
-        self.settle(WorkerLostError(f"{_job_name(self.index, self.fn)}: its worker process died twice ({why})",
-                                    self.index, self.item, why))
-
-    def outcome(self) -> Any:
-        """The result (blocking), re-raising the job's own exception."""
-        if self.settled:
-            if self.error is not None:
-                raise self.error
-            return self.value
-        return self.future.result()
 
 
 class _Star:
