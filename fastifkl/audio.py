@@ -6,7 +6,9 @@ and refuses what it cannot use with one clear line naming the file and the probl
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from math import gcd
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import FRAME_LEN, SAMPLE_RATE
-from .errors import InputError
+from .errors import InputError, OutputError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".mp3", ".caf", ".w64")
 
@@ -98,8 +100,13 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 def atomic_path(path: str | os.PathLike):
     """Context manager yielding a temporary path beside ``path``; renamed over it on success.
 
-    On any exception the temporary file is removed and ``path`` is left untouched, so a crash
-    or an interrupt never leaves a half-written output.
+    On any exception the temporary file is removed and ``path`` is left untouched, so a failed
+    write never leaves a half-written output.  An :class:`OSError` of the write (the directory
+    cannot be made, no permission, a read-only file system, a directory in the way of ``path``,
+    a full disk) becomes an :class:`~fastifkl.errors.OutputError` naming ``path`` (one line).
+
+    The temporary file is ``.<name>.<pid>-<random>.tmp``: the writer's process id lets
+    :func:`remove_stale_temps` delete what a killed process left behind.
     """
     return _AtomicPath(Path(path))
 
@@ -109,24 +116,140 @@ class _AtomicPath:
         self.path = path
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _dir_error(parent, exc) from None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}-", suffix=".tmp", dir=parent)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
-            os.replace(self.tmp, self.path)
-        else:
             try:
-                self.tmp.unlink()
-            except FileNotFoundError:
-                pass
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
+                os.replace(self.tmp, self.path)
+            except OSError as err:
+                error = output_error(self.path, err)
+                self._discard()
+                raise error from None
+            return False
+        error = None
+        if isinstance(exc, OSError) and exc.filename in (None, str(self.tmp), str(self.path)):
+            # the write itself failed (an OSError about another file is not ours to rename);
+            # judged before the temporary file is removed (a full disk is full only until then)
+            error = output_error(self.path, exc)
+        self._discard()
+        if error is not None:
+            raise error from None
         return False
+
+    def _discard(self) -> None:
+        try:
+            self.tmp.unlink()
+        except OSError:
+            pass
+
+
+def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """The one-line :class:`OutputError` for an :class:`OSError` met while writing ``path``."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    code = exc.errno
+    if isinstance(exc, IsADirectoryError) or Path(path).is_dir():
+        why = "a directory is in the way"
+    elif code is None and _disk_full(Path(path).parent):  # e.g. numpy's "N requested and M written"
+        code = errno.ENOSPC
+        why = os.strerror(code)
+    return OutputError(f"{path}: cannot write ({why})", code)
+
+
+def _disk_full(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _dir_error(path: Path, exc: OSError) -> OutputError:
+    where = exc.filename if exc.filename else path
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        why = "a file is in the way"
+    return OutputError(f"{where}: cannot create the output directory ({why})", exc.errno)
+
+
+def output_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory ``path`` (with parents) and check that files can be made in it.
+
+    Raises
+    ------
+    OutputError
+        One line naming the directory: it cannot be made (e.g. under ``/proc``, a file in the
+        way, no permission) or it is not writable (permission, read-only file system).
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _dir_error(p, exc) from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".fastifkl-probe.{os.getpid()}-", suffix=".tmp", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise OutputError(f"{p}: cannot write in the output directory ({why})", exc.errno) from None
+    return p
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` in ``directory`` whose writer is dead.
+
+    A writer killed mid-write (``kill -9``, the out-of-memory killer) cannot remove its
+    temporary file; this does, once its process id names no live process on this machine.
+    Returns the files removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.match(entry.name)
+        if m and not _pid_alive(int(m.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    try:  # a zombie (dead, not yet reaped) is dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def save(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "FLOAT") -> Path:
@@ -159,7 +282,13 @@ def save(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE, subtype:
 
             wavfile.write(str(tmp), sr, x.astype(np.float32))
         else:
-            sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
+            try:
+                sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
+            except getattr(sf, "SoundFileRuntimeError", OSError) as exc:  # libsndfile's failed write (disk full)
+                if _disk_full(p.parent):  # libsndfile says only "System error."
+                    raise OutputError(f"{p}: cannot write ({os.strerror(errno.ENOSPC)})", errno.ENOSPC) from None
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise OutputError(f"{p}: cannot write ({msg})") from None
     return p
 
 

@@ -1,7 +1,21 @@
 """The ``fastifkl`` command line (typer).
 
-Exit codes: 0 ok, 1 the work failed (e.g. some files of a batch), 2 bad usage or bad input.
-Bad input ends with one line on stderr, ``fastifkl: error: <file>: <problem>``.
+Exit codes (README "Exit codes" says the same):
+
+- 0: everything asked for was done.
+- 1: some work failed for a reason other than the user's input: a file whose worker process
+  died twice (e.g. the out-of-memory killer), an unexpected error while processing one file.
+- 2: bad usage, bad input or an unusable output: missing/unreadable/empty/non-finite audio, a
+  bad model file, an output directory that cannot be made, an output that cannot be written
+  (no permission, a read-only or full disk, a directory in the way).
+- 130: interrupted.
+
+Errors end with one line on stderr, ``fastifkl: error: <path>: <problem>``, never a traceback.
+A batch (``separate`` on several files) reports each bad file in one line
+(``fastifkl: skipped: <file>: <problem>``), still does the good files, and ends with one
+summary line; its exit code is 2 if any input was bad or any output could not be written, else
+1 if any file failed otherwise, else 0.  A full disk (or a read-only file system) stops the
+batch at once: every further file would fail too.
 """
 from __future__ import annotations
 
@@ -33,15 +47,34 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for an :class:`OSError`, naming its path(s): ``<path>: <problem>``."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return why
+    if getattr(exc, "filename2", None) is not None:
+        return f"{exc.filename} -> {exc.filename2}: {why}"
+    return f"{exc.filename}: {why}"
+
+
 def handles_errors(fn):
-    """Turn a FastifklError (bad input) into one stderr line and exit code 2."""
+    """Turn the errors a user can act on into one stderr line and the documented exit code.
+
+    A :class:`FastifklError` exits with its ``exit_code`` (2 for bad input, a bad model, an
+    unwritable output; 1 for work lost to a dying worker); any other :class:`OSError` (a path
+    the operating system refused) exits 2 naming the path; :class:`MemoryError` exits 1.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except FastifklError as exc:
-            fail(str(exc))
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, getattr(exc, "exit_code", 2))
+        except OSError as exc:
+            fail(os_error_message(exc), 2)
+        except MemoryError as exc:
+            fail(f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); try fewer workers", 1)
         except KeyboardInterrupt:
             typer.echo("fastifkl: interrupted", err=True)
             raise typer.Exit(130) from None
@@ -228,9 +261,15 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def _separate_job(job: tuple) -> tuple:
-    """One file: load, separate, save atomically.  Returns (input, output or None, error or None)."""
+    """One file: load, separate, save atomically.
+
+    Returns ``(input, output, None)``, or ``(input, None, (kind, message))`` when the file
+    failed: kind ``"input"`` (bad input), ``"output"`` (its output cannot be written),
+    ``"disk"`` (no output can be written any more: a full or read-only disk) or ``"failed"``
+    (an unexpected error; one file's failure must not end the batch).
+    """
     from .audio import atomic_path, load, save
-    from .errors import FastifklError
+    from .errors import FastifklError, OutputError
     from .evaluate import cached_model
     from .separator import DEFAULT_MODEL
 
@@ -248,8 +287,18 @@ def _separate_job(job: tuple) -> tuple:
                 with open(tmp, "wb") as fh:
                     np.save(fh, mask)
         return str(src), str(target), None
+    except OutputError as exc:
+        return str(src), None, ("disk" if exc.whole_batch else "output", str(exc))
     except FastifklError as exc:
-        return str(src), None, str(exc)
+        return str(src), None, ("input", str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported in one line; the rest of the batch goes on
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return str(src), None, ("failed", f"{src}: failed ({type(exc).__name__}{': ' + detail if detail else ''})")
+
+
+# what the summary line of a batch calls each kind of failed file
+_FAILURE_NAMES = {"input": "bad input", "output": "cannot write", "lost": "worker died twice",
+                  "failed": "unexpected error"}
 
 
 @app.command()
@@ -265,7 +314,12 @@ def separate(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Separate speech from noise in each input; one bad file is reported and skipped (exit 1)."""
+    """Separate speech from noise in each input. A bad file is reported in one line and skipped,
+    the rest are done; exit 2 if any input was bad, 1 if a file failed otherwise, 0 if all were done."""
+    from collections import Counter
+
+    from .audio import output_dir, remove_stale_temps
+    from .errors import WorkerLostError
     from .evaluate import cached_model
     from .parallel import executor
     from .separator import DEFAULT_MODEL
@@ -275,22 +329,42 @@ def separate(
     model_path = str((model or DEFAULT_MODEL).resolve())
     cached_model(model_path)  # load and validate once, before any work (exit 2 on a bad model)
     files = _expand_inputs(inputs)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    output_dir(out)  # made and writable, before any work (exit 2 naming it otherwise)
+    failures: Counter = Counter()
+    done = 0
+    label = "error" if len(files) == 1 else "skipped"
     jobs = ((model_path, str(f), str(out), mask, downmix) for f in files)
-    with _progress(not quiet) as prog, executor(workers=workers, scheduler=scheduler) as ex:
-        task = prog.add_task("separate", total=len(files)) if prog is not None else None
-        for _src, target, err in ex.imap(_separate_job, jobs):
-            if err:
-                failed += 1
-                typer.echo(f"fastifkl: skipped: {err}", err=True)
-            elif not quiet and prog is None:
-                typer.echo(target)
-            if prog is not None:
-                prog.advance(task)
-    if failed:
-        typer.echo(f"fastifkl: {failed} of {len(files)} files failed", err=True)
-        raise typer.Exit(1)
+    ex = executor(workers=workers, scheduler=scheduler)
+    try:
+        with _progress(not quiet) as prog, ex:
+            task = prog.add_task("separate", total=len(files)) if prog is not None else None
+            for res in ex.imap(_separate_job, jobs, on_lost="yield"):
+                if isinstance(res, WorkerLostError):
+                    res = (res.item[1], None, ("lost", f"{res.item[1]}: worker process died twice ({res.reason})"))
+                src, target, err = res
+                if err is None:
+                    done += 1
+                    if not quiet and prog is None:
+                        typer.echo(target)
+                elif err[0] == "disk":  # every further file would fail too: stop here
+                    fail(f"{err[1]}; stopped after {done} of {len(files)} files")
+                else:
+                    failures[err[0]] += 1
+                    typer.echo(f"fastifkl: {label}: {err[1]}", err=True)
+                if prog is not None:
+                    prog.advance(task)
+    finally:
+        if ex.kind != "dask":  # temporary files of killed local workers (Dask workers may be elsewhere)
+            remove_stale_temps(out)
+    if ex.lost_workers:
+        typer.echo(f"fastifkl: note: {ex.lost_workers} worker process(es) died and were replaced; "
+                   "the files they held were run again", err=True)
+    if failures:
+        if len(files) > 1:
+            parts = ", ".join(f"{n} {_FAILURE_NAMES[k]}" for k, n in failures.items())
+            n_failed = sum(failures.values())
+            typer.echo(f"fastifkl: {n_failed} of {len(files)} files failed ({parts}); {done} done", err=True)
+        raise typer.Exit(2 if failures["input"] or failures["output"] else 1)
 
 
 @app.command()
@@ -389,13 +463,13 @@ def cochleagram_cmd(
     """Write the cochleagram (C x M energies, 20 ms frames, 10 ms hop) of each file as NPY."""
     import numpy as np
 
-    from .audio import atomic_path, load
+    from .audio import atomic_path, load, output_dir
     from .gammatone import cochleagram, erb_space, filterbank
 
     cfs = erb_space(fmin, fmax, channels)
-    # validate every input before writing anything
+    # validate every input and the output directory before writing anything
     signals = [(p, load(p, downmix=downmix)) for p in inputs]
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     for p, x in signals:
         e = cochleagram(filterbank(x, cfs=cfs))
         target = out / f"{p.stem}.cochleagram.npy"

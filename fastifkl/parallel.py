@@ -21,6 +21,14 @@ its BLAS / Numba / OpenMP threads to ``threads_per_worker`` (default: cores // w
 At most ``max_in_flight`` jobs (default ``2 * workers``) are submitted at any time: a batch of
 thousands of files is never pickled and queued all at once, and results are released as soon
 as the caller has consumed them.
+
+A lost worker is survived, as Dask survives one: the local pool (:mod:`fastifkl.pool`) runs the
+jobs a dead worker held once more, alone; a job whose worker dies twice is lost: ``imap``
+raises :class:`~fastifkl.errors.WorkerLostError` at its position (``on_lost="raise"``, the
+default: training needs every channel) or yields the error object in place of its result and
+finishes the rest (``on_lost="yield"``: a batch of files). ``Executor.lost_workers`` counts the
+deaths. On Dask, a task the cluster gives up on (``KilledWorker``) is treated the same way.
+Results do not depend on whether a job was re-run (jobs are deterministic functions of their item).
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, WorkerLostError
+from .pool import LocalPool, job_name
 
 __all__ = ["executor", "Executor", "cpu_count"]
 
@@ -113,7 +122,8 @@ class Executor:
         self.scheduler = scheduler
         self.threads_per_worker = threads_per_worker
         self._max_in_flight = max_in_flight
-        self._pool = None
+        self._pool: LocalPool | None = None
+        self._lost_before = 0  # workers lost by pools already closed
         self._client = None
         self._own_client = False
         if scheduler is not None:
@@ -140,14 +150,16 @@ class Executor:
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
 
-    def _get_pool(self):
+    def _get_pool(self) -> LocalPool:
         if self._pool is None:
-            from concurrent.futures import ProcessPoolExecutor
-
             tpw = self.threads_per_worker or max(1, cpu_count() // self.workers)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
-                                             initializer=_limit_threads, initargs=(tpw,))
+            self._pool = LocalPool(self.workers, _mp_context(), initializer=_limit_threads, initargs=(tpw,))
         return self._pool
+
+    @property
+    def lost_workers(self) -> int:
+        """Local worker processes lost (and replaced) so far."""
+        return self._lost_before + (self._pool.lost_workers if self._pool is not None else 0)
 
     @property
     def max_in_flight(self) -> int:
@@ -163,41 +175,58 @@ class Executor:
         return max(1, 2 * self.workers)
 
     # public ----------------------------------------------------------------------------------
-    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], max_in_flight: int | None = None) -> Iterator[Any]:
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], max_in_flight: int | None = None,
+             *, on_lost: str = "raise") -> Iterator[Any]:
         """Yield ``fn(item)`` for each item, in input order, with bounded in-flight work.
 
         ``items`` is consumed lazily: at most ``max_in_flight`` items are taken from it (and
         submitted) ahead of the result being yielded. An exception raised by a job is re-raised
         here, at that job's position, and the jobs not yet started are cancelled.
+
+        A job whose worker process died is re-run once (see the module docstring); if it is
+        lost again, ``on_lost="raise"`` raises :class:`~fastifkl.errors.WorkerLostError` at its
+        position, ``on_lost="yield"`` yields that error object in its place and goes on.
         """
         if max_in_flight is None:
             max_in_flight = self.max_in_flight
         elif not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise InputError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        if on_lost not in ("raise", "yield"):
+            raise InputError(f"on_lost must be 'raise' or 'yield', got {on_lost!r}")
         if self.kind == "serial":
             return (fn(item) for item in items)
         if self.kind == "processes":
-            submit = self._get_pool().submit
-        else:
-            client = self._client
+            return self._get_pool().imap(fn, iter(items), max_in_flight, on_lost)
+        return self._ordered_dask(fn, iter(items), max_in_flight, on_lost)
 
-            def submit(f, item):
-                return client.submit(f, item, pure=False)
-        return self._ordered(submit, fn, iter(items), max_in_flight)
-
-    @staticmethod
-    def _ordered(submit, fn, it, limit) -> Iterator[Any]:
+    # Dask ------------------------------------------------------------------------------------
+    def _ordered_dask(self, fn, it, limit, on_lost) -> Iterator[Any]:
+        client = self._client
         pending: deque = deque()
+        index = 0
+
+        def outcome(i, item, fut):
+            try:
+                return fut.result()
+            except Exception as exc:
+                if type(exc).__name__ != "KilledWorker":
+                    raise
+                why = f"the Dask cluster lost a worker on it each time it ran ({type(exc).__name__})"
+                lost = WorkerLostError(f"{job_name(i, fn)}: {why}", i, item, why)
+                if on_lost == "raise":
+                    raise lost from None
+                return lost
+
         try:
             for item in it:
-                pending.append(submit(fn, item))
+                pending.append((index, item, client.submit(fn, item, pure=False)))
+                index += 1
                 if len(pending) >= limit:
-                    yield pending.popleft().result()
+                    yield outcome(*pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield outcome(*pending.popleft())
         finally:
-            # reached on error, on a generator closed early, and (as a no-op) at the end
-            for fut in pending:
+            for _, _, fut in pending:
                 fut.cancel()
             pending.clear()
 
@@ -212,7 +241,8 @@ class Executor:
     def close(self) -> None:
         """Shut down the pool / the Dask client this executor opened (idempotent)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
+            self._lost_before += self._pool.lost_workers
             self._pool = None
         if self._client is not None and self._own_client:
             self._client.close()

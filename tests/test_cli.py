@@ -1,15 +1,24 @@
-"""The command line: help, mix, cochleagram, bad input (one line, exit code 2, nothing written)."""
+"""The command line: help, mix, cochleagram, bad input (one line, exit code 2, nothing written);
+separate's exit codes, unusable outputs, and a batch that survives a killed worker process."""
+import errno
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from fastifkl import cli
 from fastifkl.cli import app
 from fastifkl.corpus import MixtureSet
+from tiny_model import tiny_model
 
 runner = CliRunner()
 
@@ -113,3 +122,338 @@ def test_mix_errors(tmp_path):
     from fastifkl.errors import InputError
     with pytest.raises(InputError, match="hum.flac, which is missing"):
         MixtureSet.load(tmp_path / "s3")
+
+
+# ---- exit codes, unusable outputs, lost workers (separate) ----------------------------------
+
+
+def fastifkl(*args, **kw):
+    """Run the real command line in a subprocess (what a user sees)."""
+    return subprocess.run([sys.executable, "-m", "fastifkl.cli", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def no_traceback(r):
+    text = r.stderr + r.stdout
+    assert "Traceback" not in text and "Error:" not in text.replace("fastifkl: error:", ""), text
+
+
+def leftovers(d: Path) -> list[str]:
+    """Temporary or partial files in an output directory."""
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(".") or p.suffix == ".tmp") if d.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def sep_inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sep")
+    model = tiny_model(d / "tiny.fkl")
+    ind = d / "in"
+    ind.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        sf.write(ind / f"g{i}.wav", rng.standard_normal(16000 * 3) * 0.1, 16000)
+    (d / "junk.wav").write_text("not audio")
+    return model, ind, d / "junk.wav"
+
+
+def test_separate_exit_codes(sep_inputs, tmp_path):
+    model, ind, junk = sep_inputs
+    good = [ind / "g0.wav", ind / "g1.wav"]
+    # all good -> 0, nothing on stderr
+    r = fastifkl("separate", *good, "-m", model, "-o", tmp_path / "a")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["g0.sep.wav", "g1.sep.wav"]
+    # one bad file alone -> 2, one line
+    r = fastifkl("separate", junk, "-m", model, "-o", tmp_path / "b")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"fastifkl: error: {junk}: not a readable audio file "
+                                             "(Error opening '" + str(junk) + "': Format not recognised.)"]
+    # bad + good -> the good ones done, one line per bad file, a summary, exit 2
+    r = fastifkl("separate", good[0], junk, good[1], "-m", model, "-o", tmp_path / "c")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"fastifkl: skipped: {junk}: not a readable audio file")
+    assert lines[1] == "fastifkl: 1 of 3 files failed (1 bad input); 2 done"
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["g0.sep.wav", "g1.sep.wav"]
+    assert (tmp_path / "c" / "g0.sep.wav").read_bytes() == (tmp_path / "a" / "g0.sep.wav").read_bytes()
+    # a non-model file as -m -> 2, one line
+    r = fastifkl("separate", good[0], "-m", good[1], "-o", tmp_path / "d")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"fastifkl: error: {good[1]}: corrupt or truncated model file (BadZipFile: File is not a zip file)"]
+
+
+def test_unexpected_error_in_one_file_exit_1(sep_inputs, tmp_path, monkeypatch):
+    model, ind, junk = sep_inputs
+    from fastifkl import audio
+
+    real_save = audio.save
+
+    def save(path, x, *a, **k):
+        if Path(path).name == "g1.sep.wav":
+            raise RuntimeError("boom")
+        return real_save(path, x, *a, **k)
+
+    monkeypatch.setattr(audio, "save", save)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["separate", str(ind / "g0.wav"), str(ind / "g1.wav"), str(ind / "g2.wav"), "-m", str(model),
+                            "-o", str(out), "-q"])
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == [f"fastifkl: skipped: {ind / 'g1.wav'}: failed (RuntimeError: boom)",
+                                             "fastifkl: 1 of 3 files failed (1 unexpected error); 2 done"]
+    assert sorted(p.name for p in out.iterdir()) == ["g0.sep.wav", "g2.sep.wav"]
+    # bad input outranks it: exit 2
+    r = runner.invoke(app, ["separate", str(ind / "g1.wav"), str(junk), "-m", str(model), "-o", str(out), "-q"])
+    assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == \
+        "fastifkl: 2 of 2 files failed (1 unexpected error, 1 bad input); 0 done"
+
+
+def readonly_dir(path: Path):
+    """A directory nobody may write in: chmod for users, a read-only tmpfs for root."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return path
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("running as root and cannot mount a read-only tmpfs")
+    return path
+
+
+def tiny_disk(path: Path):
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root (mount) for a full file system; test_full_disk_injected covers it")
+    return path
+
+
+@pytest.mark.parametrize("case", ["proc", "file_in_the_way", "dir_in_the_way", "read_only", "full_disk"])
+def test_unusable_output_one_line_exit_2(sep_inputs, tmp_path, case):
+    model, ind, _ = sep_inputs
+    files = [ind / "g0.wav", ind / "g1.wav"]
+    mounted = None
+    if case == "proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc")
+        out, named, why = Path("/proc/x"), "/proc/x", "cannot create the output directory"
+    elif case == "file_in_the_way":
+        out = tmp_path / "o"
+        out.write_text("a file")
+        named, why = out, "cannot create the output directory (a file is in the way)"
+    elif case == "dir_in_the_way":
+        out = tmp_path / "o"
+        (out / "g1.sep.wav").mkdir(parents=True)
+        named, why = out / "g1.sep.wav", "cannot write (a directory is in the way)"
+    elif case == "read_only":
+        out = mounted = readonly_dir(tmp_path / "ro")
+        named = out
+        reason = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+        why = f"cannot write in the output directory ({reason})"
+    else:
+        out = mounted = tiny_disk(tmp_path / "full")  # 64 kB: the first 3 s output (192 kB) cannot fit
+        named, why = out / "g0.sep.wav", "cannot write (No space left on device); stopped after 0 of 2 files"
+    try:
+        r = fastifkl("separate", *files, "-m", model, "-o", out)
+        no_traceback(r)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, r.stderr
+        if case == "dir_in_the_way":  # only that file: the other is done
+            assert lines == [f"fastifkl: skipped: {named}: {why}",
+                             "fastifkl: 1 of 2 files failed (1 cannot write); 1 done"]
+            assert sorted(p.name for p in out.iterdir()) == ["g0.sep.wav", "g1.sep.wav"]
+            assert (out / "g1.sep.wav").is_dir() and not any((out / "g1.sep.wav").iterdir())
+        else:
+            assert len(lines) == 1 and lines[0].startswith(f"fastifkl: error: {named}: {why}"), r.stderr
+            assert not out.is_dir() or list(out.iterdir()) == []  # no partial output, no temporary file
+        assert leftovers(out) == []
+        # the same for cochleagram (it stops at the first output it cannot write)
+        if case == "dir_in_the_way":
+            (out / "g1.cochleagram.npy").mkdir()
+            named = out / "g1.cochleagram.npy"
+        elif case == "full_disk":
+            named, why = out / "g0.cochleagram.npy", "cannot write (No space left on device)"
+        r = fastifkl("cochleagram", files[0], files[1], "-o", out)
+        no_traceback(r)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [f"fastifkl: error: {named}: {why}"] or (
+            case == "proc" and r.stderr.startswith("fastifkl: error: /proc/x: cannot create the output directory"))
+        assert leftovers(out) == []
+    finally:
+        if mounted is not None and os.geteuid() == 0:
+            subprocess.run(["umount", str(mounted)], capture_output=True)
+        elif mounted is not None:
+            mounted.chmod(0o755)
+
+
+def test_full_disk_injected(sep_inputs, tmp_path, monkeypatch):
+    """ENOSPC half-way through writing (in-process, any user): one line, exit 2, nothing left."""
+    model, ind, _ = sep_inputs
+    import scipy.io.wavfile
+
+    def write_then_full(filename, rate, data):
+        with open(filename, "wb") as fh:
+            fh.write(b"RIFF" + bytes(1000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(scipy.io.wavfile, "write", write_then_full)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["separate", str(ind / "g0.wav"), str(ind / "g1.wav"), "-m", str(model), "-o", str(out)])
+    assert r.exit_code == 2 and r.exception is None or isinstance(r.exception, SystemExit)
+    assert r.stderr.strip().splitlines() == [
+        f"fastifkl: error: {out / 'g0.sep.wav'}: cannot write (No space left on device); stopped after 0 of 2 files"]
+    assert list(out.iterdir()) == []
+
+
+def test_other_commands_name_the_unusable_output(sep_inputs, tmp_path):
+    model = sep_inputs[0]
+    make_corpus(tmp_path / "c")
+    r = fastifkl("mix", tmp_path / "c" / "speech", tmp_path / "c" / "noise", "-o", "/proc/x/set")
+    no_traceback(r)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["fastifkl: error: /proc/x: No such file or directory"]
+    r = fastifkl("mix", tmp_path / "c" / "speech", tmp_path / "c" / "noise", "-o", tmp_path / "set", "--noises", "hum")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "figs").write_text("a file where the figure directory should be")
+    for opt, path, named, why in (("--report", tmp_path / "taken", tmp_path / "taken", "a directory is in the way"),
+                                  ("--report", "/proc/x/r.json", "/proc/x", "cannot create the output directory"),
+                                  ("--plot", tmp_path / "figs", tmp_path / "figs", "a file is in the way")):
+        r = fastifkl("evaluate", model, tmp_path / "set", opt, path, "-q")
+        no_traceback(r)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert lines[0].startswith(f"fastifkl: error: {named}") and why in lines[0], r.stderr
+    assert leftovers(tmp_path) == []
+
+
+def dying_separate_job(job):
+    """cli._separate_job, but the worker holding a file named kill_always* always dies, and the one
+    holding kill_once* dies the first time (as the OOM killer would)."""
+    src = Path(job[1])
+    if src.name.startswith("kill_always"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if src.name.startswith("kill_once"):
+        mark = src.with_suffix(".mark")
+        if not mark.exists():
+            mark.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return cli._separate_job(job)
+
+
+def test_worker_lost_twice_skips_that_file(sep_inputs, tmp_path, monkeypatch):
+    model, ind, _ = sep_inputs
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "kill_once", "b", "kill_always", "c"):
+        (d / f"{name}.wav").write_bytes((ind / "g0.wav").read_bytes())
+    monkeypatch.setattr(cli, "_separate_job", dying_separate_job)  # pickled by reference: workers run it too
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["separate", str(d), "-m", str(model), "-o", str(out), "-j", "2"])
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == (f"fastifkl: skipped: {d / 'kill_always.wav'}: worker process died twice "
+                        "(killed by signal 9 (SIGKILL); out of memory?)"), r.stderr
+    assert re.fullmatch(r"fastifkl: note: [23] worker process\(es\) died and were replaced; the files they held "
+                        r"were run again", lines[1]), lines[1]
+    assert lines[2] == "fastifkl: 1 of 5 files failed (1 worker died twice); 4 done"
+    assert len(lines) == 3 and "Traceback" not in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.sep.wav", "b.sep.wav", "c.sep.wav", "kill_once.sep.wav"]
+    assert (out / "kill_once.sep.wav").read_bytes() == (out / "a.sep.wav").read_bytes()  # same input, same bytes
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                kids.append(int(d))
+    return kids
+
+
+def _pool_workers(cli_pid: int) -> list[int]:
+    """The pool's worker processes: children of the forkserver that the CLI process started."""
+    out = []
+    for c in _children(cli_pid):
+        try:
+            cmd = Path(f"/proc/{c}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"forkserver" in cmd:
+            out += _children(c)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_kill_9_of_one_worker_mid_batch(sep_inputs, tmp_path):
+    model, ind, _ = sep_inputs
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "fastifkl.cli", "separate", str(ind), "-m", str(model),
+                             "-o", str(out), "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and any(p.suffix == ".wav" for p in out.iterdir()):  # mid-batch: one file done
+            workers = _pool_workers(proc.pid)
+            if workers:
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert killed is not None, "the batch ended before a worker could be killed"
+    assert proc.returncode == 0, stderr  # every file done (the lost ones re-run)
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == ["fastifkl: note: 1 worker process(es) died and were replaced; "
+                                           "the files they held were run again"]
+    assert sorted(p.name for p in out.iterdir()) == [f"g{i}.sep.wav" for i in range(6)]  # no .tmp left
+    # same bytes as a run without a lost worker
+    ref = tmp_path / "ref"
+    assert fastifkl("separate", ind, "-m", model, "-o", ref, "-q").returncode == 0
+    for i in range(6):
+        assert (out / f"g{i}.sep.wav").read_bytes() == (ref / f"g{i}.sep.wav").read_bytes()
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    from fastifkl.audio import atomic_path, remove_stale_temps
+
+    code = ("import os, signal, sys\nfrom fastifkl.audio import atomic_path\n"
+            f"with atomic_path({str(tmp_path / 'x.sep.wav')!r}) as tmp:\n"
+            "    open(tmp, 'wb').write(b'half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", code])
+    assert r.returncode == -signal.SIGKILL
+    stale = [p.name for p in tmp_path.iterdir()]
+    assert len(stale) == 1 and stale[0].startswith(".x.sep.wav.") and stale[0].endswith(".tmp")
+    with atomic_path(tmp_path / "y.sep.wav") as mine:  # a live writer's file is kept
+        mine.write_bytes(b"being written")
+        assert remove_stale_temps(tmp_path) == [tmp_path / stale[0]]
+        assert mine.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.sep.wav"]
+
+
+def dying_fit_channel(job):
+    """separator._fit_channel, but the worker training channel 2 always dies."""
+    from fastifkl import separator
+
+    if job["channel"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return separator._fit_channel(job)
+
+
+def test_train_job_lost_twice_is_one_line_exit_1(tmp_path, monkeypatch):
+    from fastifkl import separator
+
+    make_corpus(tmp_path / "c")
+    c = tmp_path / "c"
+    r = runner.invoke(app, ["mix", str(c / "speech"), str(c / "noise"), "-o", str(tmp_path / "set")])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(separator, "_fit_channel", dying_fit_channel)  # pickled by reference: workers run it
+    r = runner.invoke(app, ["train", str(tmp_path / "set"), "-o", str(tmp_path / "m.fkl"), "--kernel", "gaussian",
+                            "--channels", "4", "--max-train", "60", "-j", "2", "-q"])
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip().splitlines() == [
+        "fastifkl: error: job 2 (dying_fit_channel): its worker process died twice (killed by signal 9 (SIGKILL); "
+        "out of memory?)"]
+    assert not (tmp_path / "m.fkl").exists() and leftovers(tmp_path) == []

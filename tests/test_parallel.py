@@ -1,12 +1,14 @@
-"""parallel.executor: serial, local process pool and Dask give identical, ordered results."""
+"""parallel.executor: serial, local process pool and Dask give identical, ordered results, and
+the local pool survives a worker process killed with SIGKILL."""
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 import pytest
 
-from fastifkl.errors import InputError
+from fastifkl.errors import FastifklError, InputError, WorkerLostError
 from fastifkl.parallel import executor
 
 
@@ -38,6 +40,30 @@ def fail_on_three(item):
 
 def add(a, b):
     return a + b
+
+
+def killed_once(job):
+    """``channel_job(seed)``, but the worker running a victim kills itself (SIGKILL) the first time."""
+    seed, marks, victims = job
+    if seed in victims:
+        mark = os.path.join(marks, f"{seed}.mark")
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return channel_job(seed)
+
+
+def killed_always(job):
+    seed, victim = job
+    if seed == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return seed * seed
+
+
+def exits_always(job):
+    if job == 2:
+        os._exit(3)  # a native library calling exit() in a worker
+    return job
 
 
 def _same(results_a, results_b):
@@ -160,3 +186,62 @@ def test_bad_arguments_and_missing_dask(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(InputError, match=r'pip install "fastifkl\[dask\]"'):
         executor(scheduler="tcp://127.0.0.1:8786")
+
+
+# ---- a lost worker (kill -9) ----------------------------------------------------------------
+@pytest.mark.parametrize("victims", [(3,), (0, 7)])
+def test_pool_survives_a_worker_killed_once(tmp_path, serial_reference, victims):
+    with executor(2, max_in_flight=3) as ex:
+        out = ex.map(killed_once, [(s, str(tmp_path), victims) for s in range(8)])
+        assert ex.lost_workers == len(victims)  # each death seen, a new pool each time
+        _same(out, serial_reference)  # identical results, in input order, after the re-runs
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{v}.mark" for v in victims)
+        # the executor goes on working on its new pool
+        _same(ex.map(channel_job, range(3)), serial_reference[:3])
+
+
+def test_job_killed_twice_is_reported_and_the_rest_finish():
+    with executor(2) as ex:
+        out = list(ex.imap(killed_always, [(s, 5) for s in range(12)], on_lost="yield"))
+        lost = out.pop(5)
+        assert isinstance(lost, WorkerLostError) and isinstance(lost, FastifklError) and lost.exit_code == 1
+        assert lost.index == 5 and lost.item == (5, 5)
+        assert "died twice" in str(lost) and "killed by signal 9 (SIGKILL)" in lost.reason
+        assert out == [s * s for s in range(12) if s != 5]  # every other job done, in order
+        assert ex.lost_workers == 2  # the shared run, then the run alone
+        # the default: raise at the job's position (training: a clear one-line error, no traceback)
+        got = []
+        with pytest.raises(WorkerLostError, match=r"job 5 \(killed_always\): its worker process died twice"):
+            for r in ex.imap(killed_always, [(s, 5) for s in range(12)]):
+                got.append(r)
+        assert got == [s * s for s in range(5)]
+        assert ex.map(killed_always, [(1, 5)]) == [1]  # still usable
+
+
+def test_worker_exit_code_is_reported():
+    with executor(2) as ex:
+        out = list(ex.imap(exits_always, range(5), on_lost="yield"))
+    assert out[:2] == [0, 1] and out[3:] == [3, 4]
+    assert isinstance(out[2], WorkerLostError) and out[2].reason == "exited with code 3"
+
+
+def test_on_lost_is_checked():
+    with executor(1) as ex, pytest.raises(InputError, match="on_lost"):
+        ex.imap(add, [], on_lost="ignore")
+
+
+def test_dask_killed_worker_is_a_lost_job():
+    """Dask's own KilledWorker (a task whose workers died more than allowed-failures times; Dask
+    also counts the tasks queued on the same worker) becomes the same WorkerLostError."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                                     silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        with executor(scheduler=client) as ex:
+            out = list(ex.imap(killed_always, [(2, 2)], on_lost="yield"))
+            assert isinstance(out[0], WorkerLostError) and out[0].index == 0 and "KilledWorker" in out[0].reason
+            with pytest.raises(WorkerLostError, match=r"job 0 \(killed_always\): the Dask cluster lost a worker"):
+                ex.map(killed_always, [(2, 2)])
+            assert ex.map(killed_always, [(3, 2)]) == [9]  # the nanny's new worker goes on

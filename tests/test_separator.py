@@ -200,7 +200,7 @@ def test_cli_train_separate_evaluate_info(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["info", str(model)])
     assert r.exit_code == 0 and "KL-SVM" in r.output and "channels: 8" in r.output
-    # separate: a file, a directory and a glob, with one bad file skipped -> exit 1
+    # separate: a file, a directory and a glob, with one bad file skipped -> exit 2 (bad input)
     ind = tmp_path / "in"
     ind.mkdir()
     for i, e in enumerate(test.entries):
@@ -208,7 +208,7 @@ def test_cli_train_separate_evaluate_info(corpus, tmp_path):
     (ind / "broken.wav").write_text("no audio here")
     out = tmp_path / "out"
     r = runner.invoke(app, ["separate", str(ind), "-m", str(model), "-o", str(out), "--mask", "-q"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert "broken.wav" in r.output
     assert sorted(p.name for p in out.iterdir()) == ["mix0.mask.npy", "mix0.sep.wav", "mix1.mask.npy", "mix1.sep.wav"]
     y, sr = sf.read(out / "mix0.sep.wav")
