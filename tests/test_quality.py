@@ -227,3 +227,15 @@ def test_report_keeps_the_latest_full_run_of_each_setup(tmp_path):
     assert "2026-01-01" not in text and "2026-01-03" not in text  # superseded; quick
     line = next(ln for ln in text.splitlines() if ln.startswith("| A |"))
     assert "2/4" in line and "0.250" in line and "+0.000" in line
+
+
+def test_cli_bench_passes_options_on_to_the_script(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fastifkl.cli import app
+
+    monkeypatch.chdir(BENCH.parent)
+    out = tmp_path / "Q.md"
+    r = CliRunner().invoke(app, ["bench", "quality", "--report", "--docs", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("# Listener quality")
