@@ -56,8 +56,10 @@ def _triple(per_snr, snrs, key, nd=3, sign=False):
 def title(row: dict) -> str:
     m = row["material"]
     snrs = ", ".join(f"{s:+g}" if s else "0" for s in row["snrs"])
+    extra = (", utterances WITH their DC offsets (`--keep-dc`)" if row.get("keep_dc") else "") + \
+        (f", mixtures scaled by {row['level_db']:+g} dB" if row.get("level_db") else "")
     return (f"{len(m['utterances'])} utterances of `{m['speech_dir']}` (split `{m['split']}`) x "
-            f"{len(m['noises'])} noises x {{{snrs}}} dB")
+            f"{len(m['noises'])} noises x {{{snrs}}} dB{extra}")
 
 
 def render_run(row: dict) -> str:
