@@ -498,12 +498,17 @@ def demo(
     run_demo(out, seed=seed, quick=quick, workers=workers, log=typer.echo)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
-    names: Optional[List[str]] = typer.Argument(None, help="Benchmarks to run (default: all in bench/)."),
+    names: Optional[List[str]] = typer.Argument(
+        None, help="Benchmarks to run (default: all in bench/), then options passed on to them "
+                   "(e.g. 'fastifkl bench quality -j 2 --systems fastifkl,rnnoise')."),
     quick: bool = typer.Option(False, "--quick", help="Shorter inputs."),
 ):
     """Run the side-by-side benchmarks in bench/ (ours vs peers; ratios; JSON lines in bench/results/)."""
+    names = list(names or [])
+    first_opt = next((i for i, n in enumerate(names) if n.startswith("-")), len(names))
+    names, passed = names[:first_opt], names[first_opt:]
     here = Path.cwd() / "bench"
     if not here.is_dir():
         here = Path(__file__).resolve().parents[1] / "bench"
@@ -517,7 +522,7 @@ def bench(
     rc = 0
     for p in scripts:
         typer.echo(f"== {p.stem}")
-        args = [sys.executable, str(p)] + (["--quick"] if quick else [])
+        args = [sys.executable, str(p)] + (["--quick"] if quick else []) + passed
         rc |= subprocess.call(args)
     raise typer.Exit(1 if rc else 0)
 
