@@ -434,22 +434,22 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
 
 
 def dying_fit_channel(job):
-    """separator._fit_channel, but the worker training channel 2 always dies."""
-    from fastifkl import separator
+    """channel.fit_channel, but the worker training channel 2 always dies."""
+    from fastifkl import channel
 
     if job["channel"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-    return separator._fit_channel(job)
+    return channel.fit_channel(job)
 
 
 def test_train_job_lost_twice_is_one_line_exit_1(tmp_path, monkeypatch):
-    from fastifkl import separator
+    from fastifkl import channel
 
     make_corpus(tmp_path / "c")
     c = tmp_path / "c"
     r = runner.invoke(app, ["mix", str(c / "speech"), str(c / "noise"), "-o", str(tmp_path / "set")])
     assert r.exit_code == 0, r.output
-    monkeypatch.setattr(separator, "_fit_channel", dying_fit_channel)  # pickled by reference: workers run it
+    monkeypatch.setattr(channel, "fit_channel", dying_fit_channel)  # pickled by reference: workers run it
     r = runner.invoke(app, ["train", str(tmp_path / "set"), "-o", str(tmp_path / "m.fkl"), "--kernel", "gaussian",
                             "--channels", "4", "--max-train", "60", "-j", "2", "-q"])
     assert r.exit_code == 1, r.output
