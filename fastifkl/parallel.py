@@ -140,7 +140,8 @@ class Executor:
         if not isinstance(scheduler, str) and _is_dask_client(scheduler):
             return scheduler, False
         if not isinstance(scheduler, str) or not scheduler.strip():
-            raise InputError(f"scheduler must be an address like tcp://host:8786 or a dask.distributed.Client, got {scheduler!r}")
+            raise InputError("scheduler must be an address like tcp://host:8786 or a dask.distributed.Client, "
+                             f"got {scheduler!r}")
         try:
             from distributed import Client
         except ImportError:
@@ -248,7 +249,7 @@ class Executor:
             self._client.close()
         self._client = None if self._own_client else self._client
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: Any) -> None:

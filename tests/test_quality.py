@@ -9,8 +9,16 @@ import pytest
 
 from fastifkl.audio import mix_at_snr
 from fastifkl.errors import InputError
-from fastifkl.quality import (cell_means, compensate_delay, estimate_delay, listener_scores, shift, si_snr_db, snr_db,
-                              summarize)
+from fastifkl.quality import (
+    cell_means,
+    compensate_delay,
+    estimate_delay,
+    listener_scores,
+    shift,
+    si_snr_db,
+    snr_db,
+    summarize,
+)
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
