@@ -14,12 +14,12 @@ SNRs, systems): the latest full (non-`--quick`) run of it, with the exact comman
 How it is measured (issue 11, REFERENCE section 13):
 - Mixtures: the project's own deterministic mixing (`MixtureSet.create`, every utterance x
   every noise, noise offsets from the seed; the same segment at every SNR; `mix_at_snr`), SNR
-  over the whole utterance, float signals (no peak normalisation, nothing clips).  By default
-  each utterance's mean is subtracted before mixing: the corpus's real IEEE recordings carry
+  over the whole utterance, float signals (no peak normalisation, nothing clips).  The mixing
+  (`MixtureSet.mixture`) subtracts each utterance's mean first: the corpus's real IEEE recordings carry
   constant DC offsets (test split: mean -0.04 to -0.28, 3-87 % of a file's energy) that the
   mixing would count as speech energy (a nominal -5 dB mixture would hold the audible speech
   about 5 dB lower on average) and that stop pystoi's silent-frame removal from finding any
-  silent frame.  `--keep-dc` mixes the files as stored (`MixtureSet.mixture`, bit for bit).
+  silent frame.  `--keep-dc` mixes the files as stored, DC offsets included.
 - Every system runs on every mixture in the same process.  Scores are against the CLEAN
   utterance (not a resynthesised one), after delay compensation: the output is shifted by the
   lag in +-100 ms that maximises its cross-correlation with the mixture (zero-filled).

@@ -137,9 +137,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--keep-dc",
         action="store_true",
-        help="mix the utterances as stored (MixtureSet.mixture, bit for bit); by default each "
-        "utterance's mean is subtracted first (the real IEEE recordings carry DC offsets of up to "
-        "93 %% of their energy, which the SNR of the mixing would count as speech)",
+        help="mix the utterances with their DC offsets included; by default the project's "
+        "mixing (MixtureSet.mixture, bit for bit) removes each utterance's mean first (the real IEEE "
+        "recordings carry DC offsets of up to 93 %% of their energy, which the SNR would count as speech)",
     )
     p.add_argument(
         "--level-db",
@@ -242,11 +242,10 @@ def _job(job: dict) -> list[dict]:
 
     ms = MixtureSet(job["dir"], [])
     e = Entry(**job["entry"])
-    if job["keep_dc"]:
-        mix = ms.mixture(e)  # the project's mixing, bit for bit
-    else:  # the same mixing (same noise segment) of the utterance without its DC offset
-        s = load(ms.resolve(e.speech))
-        mix = mix_at_snr(s - s.mean(), load(ms.resolve(e.noise)), e.snr_db, offset=e.offset)
+    if not job["keep_dc"]:
+        mix = ms.mixture(e)  # the project's mixing, bit for bit (DC offset removed)
+    else:  # the same mixing (same noise segment) of the utterance as stored, DC offset included
+        mix = mix_at_snr(load(ms.resolve(e.speech)), load(ms.resolve(e.noise)), e.snr_db, offset=e.offset)
     if job["level_db"]:
         g = 10.0 ** (job["level_db"] / 20.0)
         mix = mix._replace(mixture=mix.mixture * g, speech=mix.speech * g, noise=mix.noise * g)

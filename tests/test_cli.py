@@ -457,3 +457,24 @@ def test_train_job_lost_twice_is_one_line_exit_1(tmp_path, monkeypatch):
         "fastifkl: error: job 2 (dying_fit_channel): its worker process died twice (killed by signal 9 (SIGKILL); "
         "out of memory?)"]
     assert not (tmp_path / "m.fkl").exists() and leftovers(tmp_path) == []
+
+
+def test_mixing_counts_audible_speech_not_its_dc_offset(tmp_path):
+    """An utterance with a DC offset is mixed at the SNR of its audible (mean-free) part."""
+    make_corpus(tmp_path / "c")
+    u = tmp_path / "c" / "speech" / "u0.flac"
+    x, sr = sf.read(u)
+    sf.write(u, x - x.mean() + 0.25, sr, subtype="PCM_24")  # an offset holding most of the energy
+    x, _ = sf.read(u)
+    r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"), "-o",
+                            str(tmp_path / "set"), "--split", "train", "--noises", "hiss", "--snr", "0"])
+    assert r.exit_code == 0, r.output
+    ms = MixtureSet.load(tmp_path / "set")
+    e = next(e for e in ms if e.speech.endswith("u0.flac"))
+    mx = ms.mixture(e)
+    clean = x - x.mean()
+    np.testing.assert_allclose(mx.speech, clean, atol=1e-6)
+    assert abs(mx.speech.mean()) < 1e-12
+    # the audible speech and the noise have equal energy at 0 dB; with the offset counted the
+    # noise would be ~ (0.25**2 + var) / var times stronger
+    assert 10 * np.log10(np.sum(clean ** 2) / np.sum(mx.noise ** 2)) == pytest.approx(0.0, abs=1e-4)
