@@ -273,11 +273,11 @@ def _separate_job(job: tuple) -> tuple:
     from .evaluate import cached_model
     from .separator import DEFAULT_MODEL
 
-    model_path, src, out_dir, write_mask, downmix = job
+    model_path, src, out_dir, write_mask, downmix, output = job
     try:
         sep = cached_model(model_path or DEFAULT_MODEL)
         x = load(src, downmix=downmix)
-        y, mask = sep.separate(x, return_mask=True)
+        y, d = sep.separate(x, output=output, return_decision=True)
         target = Path(out_dir) / f"{Path(src).stem}.sep.wav"
         save(target, y)
         if write_mask:
@@ -285,7 +285,7 @@ def _separate_job(job: tuple) -> tuple:
 
             with atomic_path(Path(out_dir) / f"{Path(src).stem}.mask.npy") as tmp:
                 with open(tmp, "wb") as fh:
-                    np.save(fh, mask)
+                    np.save(fh, sep.mask_from_decision(d, "binary"))  # the paper's mask, whatever --output
         return str(src), str(target), None
     except OutputError as exc:
         return str(src), None, ("disk" if exc.whole_batch else "output", str(exc))
@@ -308,7 +308,10 @@ def separate(
     model: Optional[Path] = typer.Option(None, "-m", "--model",
                                          help="Model file (default: the model shipped with fastifkl)."),
     out: Path = typer.Option(Path("."), "-o", "--out", help="Output directory for <name>.sep.wav."),
-    mask: bool = typer.Option(False, "--mask", help="Also write <name>.mask.npy (channels x frames)."),
+    mask: bool = typer.Option(False, "--mask", help="Also write <name>.mask.npy: the binary mask (channels x "
+                                                    "frames, uint8; the SVMs' sign, the paper's), whatever --output."),
+    output: str = typer.Option("ratio", "--output", help="ratio (a soft mask from the calibrated speech "
+                               "posteriors; default) or binary (the paper's binary mask)."),
     downmix: bool = typer.Option(False, "--downmix", help="Average the channels of multi-channel files."),
     workers: int = typer.Option(1, "--workers", "-j"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
@@ -322,8 +325,10 @@ def separate(
     from .errors import WorkerLostError
     from .evaluate import cached_model
     from .parallel import executor
-    from .separator import DEFAULT_MODEL
+    from .separator import DEFAULT_MODEL, OUTPUTS
 
+    if output not in OUTPUTS:
+        fail(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if model is None and not DEFAULT_MODEL.is_file():
         fail(f"{DEFAULT_MODEL}: the default model is missing from this installation; pass -m MODEL")
     model_path = str((model or DEFAULT_MODEL).resolve())
@@ -333,7 +338,7 @@ def separate(
     failures: Counter = Counter()
     done = 0
     label = "error" if len(files) == 1 else "skipped"
-    jobs = ((model_path, str(f), str(out), mask, downmix) for f in files)
+    jobs = ((model_path, str(f), str(out), mask, downmix, output) for f in files)
     ex = executor(workers=workers, scheduler=scheduler)
     try:
         with _progress(not quiet) as prog, ex:
@@ -445,6 +450,20 @@ def info(model: Path = typer.Argument(..., help="Model file.")):
         fb = [i for i, c in enumerate(chans) if "fallback" in c]
         if fb:
             typer.echo(f"channels that fell back to the Gaussian kernel: {fb}")
+    if sep.level_rms is None:
+        typer.echo("level: none (format-1 model: inputs are analysed at their own level)")
+    else:
+        typer.echo(f"level: every input is scaled to RMS {sep.level_rms:g} before analysis")
+    if sep.calibrated:
+        a = sep.platt_[:, 0]
+        typer.echo(f"calibration: Platt per channel (A {a.min():.2f} to {a.max():.2f}); "
+                   + str(tr.get("calibration", {}).get("units", "")))
+    else:
+        from .separator import FALLBACK_PLATT
+
+        typer.echo(f"calibration: none in the file; --output ratio uses the fixed fallback posterior "
+                   f"1/(1+exp({FALLBACK_PLATT[0]:g} d + {FALLBACK_PLATT[1]:g})) for every channel")
+    typer.echo(f"ratio mask: max(p^{sep.mask_beta:g}, {sep.mask_floor_db:g} dB)")
     s = sep.size_summary()
     typer.echo(f"stored points: {s['points_total']}; file size {model.stat().st_size / 1e6:.1f} MB")
 

@@ -36,11 +36,15 @@ def _eval_job(job: dict) -> dict:
 
     entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
-    X, ibm = analyse(mx, models[0].cfs_, job["pitch"], models[0].lc_db)
+    feats = {}  # one analysis per analysis level (format-1 models analyse the signal as it is)
+    for m in models:
+        if m.level_rms not in feats:
+            feats[m.level_rms] = analyse(mx, models[0].cfs_, job["pitch"], models[0].lc_db, m.level_rms)
+    ibm = feats[models[0].level_rms][1]
     out = {"id": entry.id, "domain": entry.domain, "counts": [], "masks": None}
     masks = []
     for m in models:
-        mask = (m.decision_from_features(X) > 0).astype(np.uint8)
+        mask = m.mask_from_decision(m.decision_from_features(feats[m.level_rms][0]), "binary")
         out["counts"].append(confusion(mask, ibm))
         masks.append(mask)
     if job.get("keep_masks"):

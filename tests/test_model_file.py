@@ -243,8 +243,8 @@ def test_meta_json_bombs_and_duplicates(tmp_path, good):
 
 @pytest.mark.parametrize("case, msg", [
     ("truncated", "corrupt or truncated"), ("not_zip", "corrupt or truncated"), ("empty", "corrupt or truncated"),
-    ("older", "format version 0 .* is not the version this fastifkl reads .1.; retrain"),
-    ("newer", "format version 2 .* newer than the version this fastifkl reads .1.; upgrade"),
+    ("older", "format version 0 .* is not the versions this fastifkl reads .1, 2.; retrain"),
+    ("newer", "format version 3 .* newer than the versions this fastifkl reads .1, 2.; upgrade"),
     ("not_json", "corrupt model file .meta.json is not valid JSON"), ("foreign", "not a fastifkl model"),
     ("missing", "corrupt model file .array 'ch001_coef' is missing"), ("bad_cfs", "'cfs' is not a list"),
     ("bad_dims", "'n_dims' is -1"), ("lzma", "compression method 14"), ("no_file", "model file not found"),

@@ -14,6 +14,7 @@ from fastifkl.corpus import MixtureSet, scan, select_noises
 from fastifkl.errors import InputError, ModelError
 from fastifkl.parallel import executor
 from fastifkl.separator import Separator
+from fastifkl.level import LEVEL_RMS
 from fastifkl.training import prepare
 from synth import make_corpus
 
@@ -37,7 +38,7 @@ def data(corpus):
     _, train, _ = corpus
     from fastifkl.training import cfs_for
 
-    return prepare(train, None, cfs=cfs_for(8), units_per_mixture=15, seed=0)
+    return prepare(train, None, cfs=cfs_for(8), units_per_mixture=15, seed=0, level_rms=LEVEL_RMS, calib_per_mixture=8)
 
 
 def test_prepare_uses_kernel_split_and_balances(data):
@@ -126,9 +127,17 @@ def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
     assert back.points_[0].dtype == np.float32
     assert np.mean((d1 > 0) == (d2 > 0)) > 0.99
     assert np.max(np.abs(d1 - d2)) < 0.05 * (np.max(np.abs(d1)) + 1e-12) + 1e-3
-    y, mask = back.separate(mx.mixture, return_mask=True)
+    y, mask = back.separate(mx.mixture, output="binary", return_mask=True)
     assert y.shape == mx.mixture.shape and mask.shape == d2.shape and set(np.unique(mask)) <= {0, 1}
     np.testing.assert_array_equal(mask, (d2 > 0).astype(np.uint8))
+    # the default output: the ratio mask of the calibrated posteriors, from the same decision values
+    assert back.calibrated and back.platt_.shape == (8, 2) and np.all(back.platt_[:, 0] < 0)
+    np.testing.assert_array_equal(back.platt_, sep.platt_)
+    y2, soft, d3 = back.separate(mx.mixture, return_mask=True, return_decision=True)
+    np.testing.assert_array_equal(d3, d2)
+    p = 1.0 / (1.0 + np.exp(back.platt_[:, :1] * d2 + back.platt_[:, 1:]))
+    np.testing.assert_allclose(soft, np.maximum(p, 10 ** (back.mask_floor_db / 20)), rtol=1e-12)
+    assert y2.shape == y.shape and not np.array_equal(y2, y)
     # the float32 kernel path agrees with the float64 one on the same (loaded) points
     from fastifkl.kernels import gaussian_decision
 
