@@ -148,6 +148,28 @@ def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
     np.testing.assert_allclose(d32, d64, rtol=1e-4, atol=1e-4 * np.abs(back.coef_[c]).sum())
 
 
+@pytest.mark.parametrize("kernel", ["gaussian"])
+def test_mask_does_not_depend_on_the_input_level(corpus, data, kernel):
+    """The same recording 20 dB quieter or louder gives the same binary mask (<= 1 % of units)."""
+    _, _, test = corpus
+    sep = Separator(kernel=kernel, **SMALL).fit_data(data)
+    x = test.mixture(test.entries[0]).mixture
+    d0 = sep.decision_function(x)
+    for db in (-20.0, 20.0):
+        d = sep.decision_function(10 ** (db / 20) * x)
+        assert np.mean((d > 0) != (d0 > 0)) <= 0.01
+        np.testing.assert_allclose(d, d0, atol=1e-6 * np.abs(d0).max())
+    # the test can fail: analysed without following the level (the gain of the unscaled input),
+    # the features move and so does the mask
+    d_fixed = sep.decision_function(10.0 * x, gain=sep.analysis_gain(x))
+    assert np.mean((d_fixed > 0) != (d0 > 0)) > 0.01
+
+
+def test_training_data_must_match_the_level_setting(data):
+    with pytest.raises(InputError, match="level_rms"):
+        Separator(kernel="gaussian", level_rms=None, **SMALL).fit_data(data)
+
+
 def test_model_files_are_deterministic_serial_processes_dask(data, tmp_path):
     a = Separator(kernel="learned", **SMALL).fit_data(data).save(tmp_path / "a.fkl").read_bytes()
     b = Separator(kernel="learned", **SMALL).fit_data(data).save(tmp_path / "b.fkl").read_bytes()
