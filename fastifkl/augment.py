@@ -177,8 +177,8 @@ def augment_corpus(items, out_dir: str | os.PathLike, *, kinds=("vtlp", "female"
                     y = y * (PEAK / peak)
                 name = f"{Path(it.path).stem}.{kind}{k}.flac"
                 save(out / name, y)
-                rows.append([name, "speech", f"{it.label}+{kind}", it.split, os.path.relpath(it.path, out.resolve()), kind,
-                             f"{params['formant_ratio']:.4f}", f"{params['pitch_median']:.1f}"])
+                rows.append([name, "speech", f"{it.label}+{kind}", it.split, os.path.relpath(it.path, out.resolve()),
+                             kind, f"{params['formant_ratio']:.4f}", f"{params['pitch_median']:.1f}"])
                 done += 1
                 if progress:
                     progress(done, total)

@@ -123,7 +123,6 @@ def mix(
 ):
     """Pair every selected utterance with every selected noise at an exact SNR (a mixture set)."""
     from .corpus import MixtureSet, scan, select_noises, select_speech
-
     from .errors import InputError
 
     try:
@@ -137,9 +136,9 @@ def mix(
     if wavs:
         ms.write_wavs()
     if not quiet:
-        typer.echo(f"{len(ms) - before} mixtures ({len(speech)} utterances x {len(nz)} noises"
-                   + (f" x {len(snrs)} SNRs" if len(snrs) > 1 and not draw_snr else "") + f") -> {out / 'manifest.jsonl'}"
-                   + (f" ({len(ms)} in the set)" if append else ""))
+        per = f" x {len(snrs)} SNRs" if len(snrs) > 1 and not draw_snr else ""
+        typer.echo(f"{len(ms) - before} mixtures ({len(speech)} utterances x {len(nz)} noises{per}) -> "
+                   f"{out / 'manifest.jsonl'}" + (f" ({len(ms)} in the set)" if append else ""))
 
 
 @app.command()

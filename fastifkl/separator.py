@@ -257,8 +257,8 @@ class Separator:
         if self.platt_ is not None:
             self.training_["calibration"] = {
                 "method": "platt (Lin, Lin & Weng 2007)",
-                "units": f"{self.calib_per_mixture} per channel from each SVM-training mixture, uniform over its frames "
-                         "outside the SVM candidate pool (never in an SVM training sample), seeded by seed",
+                "units": f"{self.calib_per_mixture} per channel from each SVM-training mixture, uniform over its "
+                         "frames outside the SVM candidate pool (never in an SVM training sample), seeded by seed",
                 "per_channel": int(np.median([c.get("n_calib", 0) for c in self.channel_info_]))}
         return self
 

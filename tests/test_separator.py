@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from fastifkl.cli import app
 from fastifkl.corpus import MixtureSet, scan, select_noises
 from fastifkl.errors import InputError, ModelError
+from fastifkl.level import LEVEL_RMS
 from fastifkl.parallel import executor
 from fastifkl.separator import Separator
-from fastifkl.level import LEVEL_RMS
 from fastifkl.training import prepare
 from synth import make_corpus
 
