@@ -248,6 +248,21 @@ def test_cli_train_separate_evaluate_info(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     # same model, same input -> identical bytes
     assert (tmp_path / "o2" / "mix0.sep.wav").read_bytes() == (out / "mix0.sep.wav").read_bytes()
+    # the default output is the ratio mask; --output binary the paper's; --mask writes the binary mask either way
+    sep = Separator.load(model)
+    x = test.mixture(test.entries[0]).mixture.astype(np.float32).astype(np.float64)
+    d = sep.decision_function(x)
+    np.testing.assert_array_equal(np.load(out / "mix0.mask.npy"), (d > 0).astype(np.uint8))
+    np.testing.assert_allclose(y, sep.separate(x), atol=1e-6)
+    r = runner.invoke(app, ["separate", str(ind / "mix0.wav"), "-m", str(model), "-o", str(tmp_path / "o3"),
+                            "--output", "binary", "--mask", "-q"])
+    assert r.exit_code == 0, r.output
+    yb, _ = sf.read(tmp_path / "o3" / "mix0.sep.wav")
+    np.testing.assert_allclose(yb, sep.separate(x, output="binary"), atol=1e-6)
+    assert np.max(np.abs(yb - y)) > 1e-3
+    np.testing.assert_array_equal(np.load(tmp_path / "o3" / "mix0.mask.npy"), np.load(out / "mix0.mask.npy"))
+    r = runner.invoke(app, ["separate", str(ind / "mix0.wav"), "-m", str(model), "--output", "soft"])
+    assert r.exit_code == 2 and "--output must be one of ratio, binary" in r.output
     rep = tmp_path / "rep.json"
     r = runner.invoke(app, ["evaluate", str(model), str(test.directory), "--report", str(rep),
                             "--plot", str(tmp_path / "fig"), "-q"])
