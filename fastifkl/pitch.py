@@ -1,6 +1,18 @@
 """Frame-level pitch (f0) tracking on the 10 ms frame grid (0 = unvoiced).
 
-Method (classic CASA front end, REFERENCE.md section 5):
+:func:`track` has two methods:
+
+- ``method="learned"`` (default): the noise-robust tracker of :mod:`fastifkl.pitch_net`: a
+  small network trained on the corpus's training noises scores 60 pitch bins (70-400 Hz) and
+  "unvoiced" per frame from pooled correlogram statistics (:mod:`fastifkl.periodicity`), and
+  Viterbi picks the path.  It uses only local statistics (a frame depends on the signal within
+  about 1 s of it), so tracking overlapping blocks and keeping their centres reproduces
+  tracking the whole signal (see :func:`track_blocks`).  Measured in docs/PITCH.md.
+- ``method="correlogram"``: the earlier hand-tuned tracker, described below (kept for
+  comparison; its unvoiced strength uses the signal's global peak amplitude, so it is not
+  block-safe).
+
+Correlogram method (classic CASA front end, REFERENCE.md section 5):
 
 1. Correlogram.  The signal goes through a gammatone filterbank (``n_channels`` = 32 channels,
    ERB-spaced 80-4000 Hz).  Channels below ``split_hz`` (800 Hz) are used as they are; channels
@@ -181,12 +193,82 @@ def viterbi(f, s, s_unv, octave_jump_cost, voiced_unvoiced_cost):
 
 
 def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float = FMAX, *,
+          method: str = "learned", responses: np.ndarray | None = None, **options) -> np.ndarray:
+    """Track the pitch of the dominant voice.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N,)
+        Mono signal at 16 kHz (clean speech or a mixture).
+    sr : int
+        Sample rate; must be 16000.
+    fmin, fmax : float
+        Pitch search range in Hz (default 70-400).  The learned method restricts its states to
+        the bins inside the range (which must lie within 70-400 Hz).
+    method : {"learned", "correlogram"}
+        The noise-robust learned tracker (default) or the earlier correlogram tracker.
+    responses : ndarray, shape (64, N), optional
+        Learned method only: the gammatone responses of ``x`` for the default 64-channel
+        filterbank (``gammatone.filterbank(x)``), when the caller already has them.
+    **options
+        Learned: ``net`` (a :class:`fastifkl.pitch_net.PitchNet`, default the shipped one).
+        Correlogram: the keyword parameters of :func:`track_correlogram`.
+
+    Returns
+    -------
+    f0 : ndarray, shape (M,)
+        Pitch in Hz per frame, ``M = 1 + (N - 320) // 160``; 0 where unvoiced.
+    """
+    if method == "correlogram":
+        if responses is not None:
+            raise InputError("the correlogram method computes its own 32-channel filterbank; do not pass responses")
+        return track_correlogram(x, sr, fmin, fmax, **options)
+    if method != "learned":
+        raise InputError(f"method must be 'learned' or 'correlogram', got {method!r}")
+    from . import pitch_net
+
+    bad = sorted(set(options) - {"net"})
+    if bad:
+        raise InputError(f"the learned pitch tracker has no option {', '.join(map(repr, bad))}")
+    x = _check_signal(x, sr)
+    if not (FMIN - 1e-9 <= fmin < fmax <= FMAX + 1e-9):
+        raise InputError(f"the learned tracker covers {FMIN:g}-{FMAX:g} Hz; need {FMIN:g} <= fmin < fmax <= {FMAX:g}, got {fmin}, {fmax}")
+    return pitch_net.track(x, responses=responses, net=options.get("net"), fmin=fmin, fmax=fmax)
+
+
+def track_blocks(x: np.ndarray, block: float = 10.0, margin: float = 2.0, **kwargs) -> np.ndarray:
+    """:func:`track` on overlapping blocks: each block of ``block`` seconds is tracked with
+    ``margin`` seconds of signal on each side, and only its own frames are kept.
+
+    With the learned method (local statistics only) the result equals ``track(x)`` except on
+    rare frames near block edges; memory is bounded by the block length.
+    """
+    from .framing import n_frames
+
+    x = _check_signal(x, kwargs.get("sr", SAMPLE_RATE))
+    m_all = n_frames(x.size)
+    bf = int(round(block * 100))
+    mf = int(round(margin * 100))
+    if bf < 1 or mf < 0:
+        raise InputError(f"need block > 0 and margin >= 0 seconds, got {block}, {margin}")
+    out = np.zeros(m_all)
+    for m0 in range(0, m_all, bf):
+        m1 = min(m_all, m0 + bf)
+        a = max(0, m0 - mf)  # first frame tracked
+        b = min(m_all, m1 + mf)  # one past the last frame tracked
+        seg = x[a * HOP: (b - 1) * HOP + FRAME_LEN]
+        f = track(seg, **kwargs)
+        out[m0:m1] = f[m0 - a: m1 - a]
+    return out
+
+
+def track_correlogram(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float = FMAX, *,
           n_channels: int = 32, fmin_cf: float = 80.0, fmax_cf: float = 4000.0, split_hz: float = 800.0,
           window: int = 640, select: float = 0.8, n_min: float = 0.25, n_cand: int = 8, octave_cost: float = 0.01,
           octave_jump_cost: float = 0.35, voiced_unvoiced_cost: float = 0.14,
           smooth: int = 2, prominence: bool = True, taper: bool = True, stationary: float | None = None,
           voicing_threshold: float = 0.4, silence_threshold: float = 0.03) -> np.ndarray:
-    """Track the pitch of the dominant voice.
+    """Track the pitch of the dominant voice with the correlogram method (module docstring).
 
     Parameters
     ----------
