@@ -69,13 +69,21 @@ def praat_pitch(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def change_gender(x: np.ndarray, formant_ratio: float, pitch_median: float, range_factor: float = 1.0) -> np.ndarray:
-    """Praat "Change gender" (75-600 Hz analysis, duration factor 1), same length as ``x``."""
+def change_gender(x: np.ndarray, formant_ratio: float, pitch_median: float, range_factor: float = 1.0,
+                  seed: int = 0) -> np.ndarray:
+    """Praat "Change gender" (75-600 Hz analysis, duration factor 1), same length as ``x``.
+
+    Praat's overlap-add draws random numbers; its generator is seeded with ``seed`` for the
+    call (and put back to unpredictable seeding after it), so the result is reproducible."""
     import parselmouth
-    from parselmouth.praat import call
+    from parselmouth.praat import call, run
 
     s = parselmouth.Sound(x, sampling_frequency=SAMPLE_RATE)
-    y = call(s, "Change gender", 75, 600, formant_ratio, pitch_median, range_factor, 1.0).values[0]
+    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
+    try:
+        y = call(s, "Change gender", 75, 600, formant_ratio, pitch_median, range_factor, 1.0).values[0]
+    finally:
+        run("random_initializeSafelyAndUnpredictably ()")
     out = np.zeros_like(x)
     out[: min(y.size, x.size)] = y[: x.size]
     return out
@@ -87,7 +95,8 @@ def talker_versions(x: np.ndarray, rng: np.random.Generator, n_aug: int) -> list
         med = float(rng.uniform(110.0, 320.0))
         fr = float(1.0 + 0.2 * (med - 110.0) / 210.0 + rng.uniform(-0.05, 0.05))
         rf = float(rng.uniform(0.8, 1.4))
-        out.append((change_gender(x, fr, med, rf), f"gender({med:.0f} Hz, formants x{fr:.2f}, range x{rf:.2f})"))
+        seed = int(rng.integers(1, 2 ** 31 - 1))
+        out.append((change_gender(x, fr, med, rf, seed), f"gender({med:.0f} Hz, formants x{fr:.2f}, range x{rf:.2f})"))
     return out
 
 
