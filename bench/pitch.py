@@ -1,15 +1,16 @@
-"""Pitch trackers in noise: fastifkl (learned, and the earlier correlogram method) against Praat
-and WORLD Harvest, all run on the mixture and scored against Praat on the clean utterance.
+"""Pitch trackers in noise: fastifkl's learned tracker and its default correlogram tracker
+against Praat and WORLD Harvest, all run on the mixture and scored against Praat on the clean
+utterance.
 
-    python bench/pitch.py [--quick] [--snrs -5,0,5]    # run, append a JSON line
-    python bench/pitch.py --table                       # docs/PITCH.md tables from the last full run
+    python bench/pitch.py [--quick] [--snrs -5,0,5] [--net NET] [--cache PKL]   # run, append a JSON line
+    python bench/pitch.py --table       # docs/PITCH.md's tables from the last full run with the shipped network
 
 Material: the real ``test`` utterances of ../shared/corpus (10, IEEE list 2, the talker of the
 ``tune`` split) mixed with each noise at each SNR (``fastifkl.audio.mix_at_snr``; noise offset
 from ``default_rng(utterance index + 1000 k)``, k the first draw whose segment is not silent),
-and the clean utterances.  Noises: the 12 unseen test noises (the acceptance set), the spare
-noise ``brown`` and the 5 training noises (listed separately: the learned tracker trained on
-them).
+and the clean utterances.  Noises: the 12 unseen test noises (the acceptance set) at every SNR;
+the spare noise ``brown`` and the 5 training noises at the first SNR only (listed separately:
+the learned tracker trained on the training noises).
 
 Reference: Praat's AC pitch (praat-parselmouth ``to_pitch_ac``, 70-400 Hz, 10 ms step) of the
 clean utterance, sampled at our frame centres (160 m + 160) / 16000 s.  GPE = share of the
@@ -18,8 +19,10 @@ different voicing decision; pooled over the utterances of a condition.
 
 Peers on the mixture: Praat (same call as the reference) and WORLD Harvest (pyworld
 ``harvest``, 70-400 Hz, 10 ms frame period).  Speed: process CPU seconds per second of audio,
-one thread, over every mixture of the run (ours also with the 64-channel gammatone responses
-given, as the separator does).  --quick: -5 dB only, 4 utterances, no correlogram method.
+one thread, over the clean utterances and the mixtures at the first SNR (the learned tracker
+also with the 64-channel gammatone responses given, as the separator could).  ``--cache``: the
+peers' tracks and times are kept in a scratch pickle and reused (they do not depend on the
+network).  --quick: -5 dB only, 4 utterances, no correlogram method.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ SPARE = ("brown",)
 TRAIN_NOISES = ("ssn", "pink", "street", "fridge", "dishes")
 DOC = _here.parent / "docs" / "PITCH.md"
 BEGIN, END = "<!-- pitch-bench:begin -->", "<!-- pitch-bench:end -->"
+EDGE = 2  # frames: a voicing error this close to a voicing change of the reference is an "edge" error
 
 
 def at_frames(times: np.ndarray, f: np.ndarray, m: int) -> np.ndarray:
@@ -94,7 +98,7 @@ def mixture(x: np.ndarray, noise: np.ndarray, snr: float, i: int) -> np.ndarray:
 
 class Score:
     def __init__(self):
-        self.gross = self.both = self.vd = self.total = self.miss = self.fa = 0
+        self.gross = self.both = self.vd = self.total = self.miss = self.fa = self.vd_edge = 0
 
     def add(self, est: np.ndarray, ref: np.ndarray) -> None:
         b = (est > 0) & (ref > 0)
@@ -105,16 +109,29 @@ class Score:
         self.fa += int(np.sum((est > 0) & (ref == 0)))
         self.total += ref.size
 
+        # voicing errors within EDGE frames of a voicing change of the reference: mostly the
+        # reference's own convention for where voicing starts and ends
+        chg = np.flatnonzero(np.diff((ref > 0).astype(np.int8))) + 0.5
+        near = np.zeros(ref.size, bool)
+        for c in chg:
+            near[max(0, int(np.ceil(c - EDGE))): int(np.floor(c + EDGE)) + 1] = True
+        self.vd_edge += int(np.sum(((est > 0) != (ref > 0)) & near))
+
     def as_dict(self) -> dict:
         return {"gpe": self.gross / max(self.both, 1), "vde": self.vd / max(self.total, 1), "missed_voiced": self.miss,
-                "false_voiced": self.fa, "frames": self.total}
+                "false_voiced": self.fa, "frames": self.total, "voicing_errors_near_ref_edges": self.vd_edge}
 
 
-def run(quick: bool, snrs: list[float]) -> dict:
+def run(quick: bool, snrs: list[float], net_path: str | None = None, cache: str | None = None) -> dict:
+    """Score every tracker on every condition; append a JSON line.  ``cache``: a pickle of the
+    peers' tracks and CPU times (Praat, Harvest, the correlogram method: they do not change with
+    the network), reused when present."""
+    import pickle
+
     import soundfile as sf
     from threadpoolctl import threadpool_limits
 
-    from fastifkl import pitch
+    from fastifkl import pitch, pitch_net
     from fastifkl.gammatone import filterbank
 
     threadpool_limits(1)
@@ -127,20 +144,27 @@ def run(quick: bool, snrs: list[float]) -> dict:
     utts = [sf.read(CORPUS / f)[0] for f in files]
     refs = [praat(x) for x in utts]
     secs = sum(x.size for x in utts) / SR
+    net = pitch_net.load(net_path)
     trackers = {
-        "ours": lambda y: pitch.track(y),
+        "ours": lambda y: pitch.track(y, method="learned", net=net),
         "ours_given_responses": None,  # timed only (same output as "ours")
         "praat": praat,
         "harvest": harvest,
     }
     if not quick:
         trackers["ours_correlogram"] = lambda y: pitch.track(y, method="correlogram")
-    pitch.track(utts[0])  # compile / load before timing
+    peers = {"praat", "harvest", "ours_correlogram"}
+    store = {}
+    if cache and Path(cache).is_file():
+        with open(cache, "rb") as fh:
+            store = pickle.load(fh)
+    pitch.track(utts[0], method="learned", net=net)  # compile / load before timing
+    pitch.track(utts[0], method="correlogram")
     cpu = {k: 0.0 for k in trackers}
     timed_secs = 0.0
     conds = [("clean", None, None)]
-    names = TEST_NOISES + SPARE + TRAIN_NOISES
     for snr in snrs:
+        names = TEST_NOISES + ((SPARE + TRAIN_NOISES) if snr == snrs[0] else ())
         conds += [(n, snr, sf.read(CORPUS / "noise" / f"{n}.flac")[0]) for n in names]
     results = []
     for name, snr, noise in conds:
@@ -151,39 +175,49 @@ def run(quick: bool, snrs: list[float]) -> dict:
             for k, fn in trackers.items():
                 if k == "ours_given_responses":
                     if timed:
-                        r = filterbank(y, SR)
+                        r = filterbank(y - np.mean(y), SR, dtype=np.float32)
                         t0 = time.process_time()
-                        pitch.track(y, responses=r)
+                        pitch.track(y, responses=r, method="learned", net=net)
                         cpu[k] += time.process_time() - t0
                     continue
-                t0 = time.process_time()
-                est = fn(y)
+                key = (files[i], name, snr, k)
+                if k in peers and key in store:
+                    est, dt = store[key]
+                else:
+                    t0 = time.process_time()
+                    est = fn(y)
+                    dt = time.process_time() - t0
+                    if k in peers:
+                        store[key] = (est, dt)
                 if timed:
-                    cpu[k] += time.process_time() - t0
+                    cpu[k] += dt
                 scores[k].add(est, ref)
             if timed:
                 timed_secs += y.size / SR
         row = {"noise": name, "snr_db": snr, "group": group_of(name), **{k: s.as_dict() for k, s in scores.items()}}
         results.append(row)
         print(f"  {name:14s} {'' if snr is None else f'{snr:+.0f} dB':7s} "
-              + "  ".join(f"{k} {100 * s.as_dict()['gpe']:5.1f}/{100 * s.as_dict()['vde']:5.1f}" for k, s in scores.items()),
-              flush=True)
+              + "  ".join(f"{k} {100 * s.as_dict()['gpe']:5.1f}/{100 * s.as_dict()['vde']:5.1f}"
+                          for k, s in scores.items()), flush=True)
+    if cache:
+        with open(cache, "wb") as fh:
+            pickle.dump(store, fh)
     s_per_s = {k: v / timed_secs for k, v in cpu.items()}
     print("CPU s per s of audio (one thread): " + ", ".join(f"{k} {v:.4f}" for k, v in s_per_s.items()))
     load = os.getloadavg()
     payload = {"mode": "quick" if quick else "full", "utterances": files, "seconds_audio_clean": secs, "snrs_db": snrs,
                "reference": "praat to_pitch_ac 70-400 Hz on the clean utterance", "results": results,
                "cpu_s_per_s": s_per_s, "timed_seconds_audio": timed_secs, "load_avg": list(load),
-               "pitch_net": pitch_net_info()}
+               "edge_frames": EDGE, "pitch_net": pitch_net_info(net_path)}
     record("pitch", payload)
     return payload
 
 
-def pitch_net_info() -> dict:
+def pitch_net_info(net_path: str | None = None) -> dict:
     from fastifkl import pitch_net
 
-    net = pitch_net.load()
-    p = pitch_net.DEFAULT_WEIGHTS
+    net = pitch_net.load(net_path)
+    p = Path(net_path) if net_path else pitch_net.DEFAULT_WEIGHTS
     return {"file": p.name, "bytes": p.stat().st_size, "frames": net.info.get("frames"), "seed": net.info.get("seed")}
 
 
@@ -203,7 +237,7 @@ def _mean(rows, key, metric):
 
 def table(run_row: dict) -> str:
     keys = [k for k in ("ours", "ours_correlogram", "praat", "harvest") if k in run_row["results"][0]]
-    label = {"ours": "fastifkl (learned)", "ours_correlogram": "fastifkl (correlogram, old)", "praat": "Praat",
+    label = {"ours": "fastifkl (learned)", "ours_correlogram": "fastifkl correlogram (default)", "praat": "Praat",
              "harvest": "WORLD Harvest"}
     res = run_row["results"]
     out = [f"Run of {run_row['when']} ({run_row['mode']}, {len(run_row['utterances'])} real test utterances, "
@@ -229,20 +263,32 @@ def table(run_row: dict) -> str:
         out.append("")
     if clean:
         out += ["### clean speech", "", head, sep,
-                "| clean | " + " | ".join(f"{100 * clean[0][k]['gpe']:.1f} / {100 * clean[0][k]['vde']:.1f}" for k in keys)
-                + " |", ""]
+                "| clean | " + " | ".join(f"{100 * clean[0][k]['gpe']:.1f} / {100 * clean[0][k]['vde']:.1f}"
+                                          for k in keys)
+                + " |",
+                "| voicing errors within 2 frames of a voicing change of the reference, % of frames | "
+                + " | ".join(f"{100 * clean[0][k]['voicing_errors_near_ref_edges'] / clean[0][k]['frames']:.1f}"
+                             for k in keys) + " |",
+                "| missed voiced / false voiced, % of frames | "
+                + " | ".join(f"{100 * clean[0][k]['missed_voiced'] / clean[0][k]['frames']:.1f} / "
+                             f"{100 * clean[0][k]['false_voiced'] / clean[0][k]['frames']:.1f}" for k in keys) + " |",
+                ""]
     s = run_row["cpu_s_per_s"]
     out += ["### CPU seconds per second of audio (one thread)", "",
-            "| fastifkl (learned) | fastifkl (learned, responses given) | " + " | ".join(label[k] for k in keys[1:]) + " |",
+            "| fastifkl (learned) | fastifkl (learned, responses given) | "
+            + " | ".join(label[k] for k in keys[1:]) + " |",
             "|---:|---:|" + "---:|" * (len(keys) - 1),
-            f"| {s['ours']:.4f} | {s['ours_given_responses']:.4f} | " + " | ".join(f"{s[k]:.4f}" for k in keys[1:]) + " |",
+            f"| {s['ours']:.4f} | {s['ours_given_responses']:.4f} | "
+            + " | ".join(f"{s[k]:.4f}" for k in keys[1:]) + " |",
             ""]
     return "\n".join(out)
 
 
 def write_table() -> None:
     rows = [json.loads(l) for l in open(RESULTS / "pitch.jsonl")]
-    full = [r for r in rows if r.get("mode") == "full"] or rows
+    full = [r for r in rows if r.get("mode") == "full" and r.get("pitch_net", {}).get("file") == "pitch_net.fkl"]
+    if not full:
+        raise SystemExit("no full run with the shipped network in bench/results/pitch.jsonl: run python bench/pitch.py")
     text = DOC.read_text() if DOC.is_file() else f"# Pitch\n\n{BEGIN}\n{END}\n"
     a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
     body = "\n\nGenerated by `python bench/pitch.py --table` from the last full run in bench/results/pitch.jsonl " \
@@ -253,12 +299,22 @@ def write_table() -> None:
     print(f"wrote {DOC}")
 
 
-if __name__ == "__main__":
-    if "--table" in sys.argv:
+def main(argv: list[str]) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python bench/pitch.py")
+    ap.add_argument("--quick", action="store_true", help="-5 dB, 4 utterances, no correlogram method")
+    ap.add_argument("--snrs", default="-5,0,5")
+    ap.add_argument("--net", default=None, help="pitch-network file (default: the shipped one)")
+    ap.add_argument("--cache", default=None, help="pickle of the peers' tracks, reused when present (scratch)")
+    ap.add_argument("--table", action="store_true", help="write docs/PITCH.md's table from the last full run")
+    a = ap.parse_args(argv)
+    if a.table:
         write_table()
-    else:
-        snrs = [-5.0] if "--quick" in sys.argv else [-5.0, 0.0, 5.0]
-        for i, v in enumerate(sys.argv):
-            if v == "--snrs":
-                snrs = [float(s) for s in sys.argv[i + 1].split(",")]
-        run("--quick" in sys.argv, snrs)
+        return
+    snrs = [-5.0] if a.quick else [float(v) for v in a.snrs.split(",")]
+    run(a.quick, snrs, a.net, a.cache)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

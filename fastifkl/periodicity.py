@@ -76,7 +76,7 @@ class FrontEnd:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FrontEnd":
+    def from_dict(cls, d: dict) -> FrontEnd:
         d = dict(d)
         for k in ("thresholds", "novelty_thresholds"):
             if k in d:

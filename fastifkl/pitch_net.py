@@ -110,9 +110,10 @@ class PitchNet:
         """Write the weights (float32) and settings; deterministic bytes (:mod:`fastifkl.model_file`)."""
         from . import __version__, model_file
 
+        dims = [int(self.mean.shape[0])] + [int(np.shape(w)[1]) for w in self.weights]
         meta = {"kind": KIND, "package_version": __version__, "front_end": self.front_end.to_dict(),
-                "offsets": [int(o) for o in self.offsets], "n_layers": len(self.weights), "refine": int(self.refine),
-                "info": self.info}
+                "offsets": [int(o) for o in self.offsets], "n_layers": len(self.weights), "dims": dims,
+                "refine": int(self.refine), "info": self.info}
         arrays = {"mean": self.mean.astype(np.float32), "scale": self.scale.astype(np.float32),
                   "log_trans": self.log_trans.astype(np.float64)}
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -121,38 +122,72 @@ class PitchNet:
         return model_file.write(path, meta, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PitchNet":
+    def load(cls, path: str | os.PathLike) -> PitchNet:
+        """Read a file written by :meth:`save` with :func:`fastifkl.model_file.read`'s safe
+        loading (bounded reads, every array's dtype and shape checked against the metadata
+        before it is read, no pickles); :class:`ModelError` naming the file on any problem."""
         from . import model_file
 
-        meta, arrays = model_file.read(path)
-        if meta.get("kind") != KIND:
-            raise ModelError(f"{path}: not a pitch-network file (kind {meta.get('kind')!r})")
-        try:
-            fe = FrontEnd.from_dict(meta["front_end"])
-            offsets = tuple(int(o) for o in meta["offsets"])
-            n_l = int(meta["n_layers"])
-            refine = int(meta.get("refine", 2))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: pitch-network metadata incomplete ({exc})") from None
-        mean = model_file.expect(path, arrays, "mean", np.float32, (None,))
-        d = mean.shape[0]
-        scale = model_file.expect(path, arrays, "scale", np.float32, (d,))
+        meta, arrays = model_file.read(path, expected=file_layout)
+        fe = FrontEnd.from_dict(meta["front_end"])
+        offsets = tuple(int(o) for o in meta["offsets"])
+        dims = meta["dims"]
+        s = dims[-1]
+        mean = model_file.expect(path, arrays, "mean", np.float32, (dims[0],))
+        scale = model_file.expect(path, arrays, "scale", np.float32, (dims[0],))
         if np.any(scale <= 0):
-            raise ModelError(f"{path}: array 'scale' has non-positive entries")
+            raise ModelError(f"{path}: corrupt model file (array 'scale' has non-positive entries)")
         ws, bs = [], []
-        rows = d
-        for i in range(n_l):
-            w = model_file.expect(path, arrays, f"w{i}", np.float32, (rows, None))
-            b = model_file.expect(path, arrays, f"b{i}", np.float32, (w.shape[1],))
-            ws.append(w.astype(np.float32))
-            bs.append(b.astype(np.float32))
-            rows = w.shape[1] * (len(offsets) if i == 0 else 1)
-        s = 1 + fe.n_bins
-        if ws[-1].shape[1] != s:
-            raise ModelError(f"{path}: the last layer has {ws[-1].shape[1]} outputs, expected {s}")
+        for i in range(len(dims) - 1):
+            rows = dims[i] * (len(offsets) if i == 1 else 1)
+            ws.append(model_file.expect(path, arrays, f"w{i}", np.float32, (rows, dims[i + 1])).astype(np.float32))
+            bs.append(model_file.expect(path, arrays, f"b{i}", np.float32, (dims[i + 1],)).astype(np.float32))
         lt = model_file.expect(path, arrays, "log_trans", np.float64, (s, s))
-        return cls(fe, mean.astype(np.float32), scale.astype(np.float32), ws, bs, offsets, lt, refine,
+        return cls(fe, mean.astype(np.float32), scale.astype(np.float32), ws, bs, offsets, lt, int(meta["refine"]),
                    meta.get("info", {}))
+
+
+_MAX_WIDTH = 1 << 16  # bound on any layer width or feature count in a pitch-network file
+_MAX_LAYERS = 16
+_MAX_OFFSETS = 64
+
+
+def file_layout(path, meta: dict) -> dict[str, tuple[str, tuple]]:
+    """The arrays of a pitch-network file, from (and after checking) its metadata: name ->
+    (dtype kind, shape); for :func:`fastifkl.model_file.read`."""
+
+    def bad(what):
+        return ModelError(f"{path}: corrupt pitch-network file (meta.json {what})")
+
+    def small_int(v, lo, hi):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    if meta.get("kind") != KIND:
+        raise ModelError(f"{path}: not a pitch-network file (kind {meta.get('kind')!r})")
+    dims, offsets = meta.get("dims"), meta.get("offsets")
+    if not isinstance(dims, list) or not 3 <= len(dims) <= _MAX_LAYERS + 1 or not all(
+            small_int(d, 1, _MAX_WIDTH) for d in dims):
+        raise bad(f"'dims' is {dims!r}, not a list of 3 to {_MAX_LAYERS + 1} widths")
+    if meta.get("n_layers") != len(dims) - 1:
+        raise bad(f"'n_layers' is {meta.get('n_layers')!r}, 'dims' has {len(dims) - 1} layers")
+    if not isinstance(offsets, list) or not 1 <= len(offsets) <= _MAX_OFFSETS or not all(
+            small_int(o, -1000, 1000) for o in offsets):
+        raise bad(f"'offsets' is {offsets!r}")
+    if not small_int(meta.get("refine"), 0, 100):
+        raise bad(f"'refine' is {meta.get('refine')!r}")
+    try:
+        fe = FrontEnd.from_dict(meta["front_end"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise bad(f"'front_end' is unusable ({exc})") from None
+    s = dims[-1]
+    if s != 1 + fe.n_bins:
+        raise bad(f"'dims' ends in {s} outputs, the front end has {fe.n_bins} bins + unvoiced")
+    out = {"mean": ("f", (dims[0],)), "scale": ("f", (dims[0],)), "log_trans": ("f", (s, s))}
+    for i in range(len(dims) - 1):
+        rows = dims[i] * (len(offsets) if i == 1 else 1)
+        out[f"w{i}"] = ("f", (rows, dims[i + 1]))
+        out[f"b{i}"] = ("f", (dims[i + 1],))
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -287,7 +322,8 @@ def track(x: np.ndarray, responses: np.ndarray | None = None, cfs: np.ndarray | 
             raise InputError(f"responses have shape {responses.shape}, expected ({cfs.size}, {x.size}) for this signal")
     F, _ = frame_features(responses, cfs, net.front_end, m)
     if F.shape[1] != net.mean.shape[0]:
-        raise InputError(f"the pitch network expects {net.mean.shape[0]} features per frame, the front end gave {F.shape[1]} "
+        raise InputError(f"the pitch network expects {net.mean.shape[0]} features per frame, the front end gave "
+                         f"{F.shape[1]} "
                          f"(filterbank of {cfs.size} channels; the network was trained on 64 channels, 80-5000 Hz)")
     logp = net.log_posteriors(F)
     b = net.bins()

@@ -5,7 +5,7 @@
 Deterministic under ``--seed`` (default 0): every utterance's augmentation, noise and SNR draws
 come from its own ``default_rng([seed, index])``, features are computed in worker processes but
 collected in order, and training runs single-threaded BLAS.  Needs praat-parselmouth (the
-``pitch-train`` or ``test`` extra) for the labels and the talker augmentation.
+``train`` or ``test`` extra) for the labels and the talker augmentation.
 
 Data (only training material of the corpus, MANIFEST.tsv):
 
@@ -69,34 +69,18 @@ def praat_pitch(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def change_gender(x: np.ndarray, formant_ratio: float, pitch_median: float, range_factor: float = 1.0,
-                  seed: int = 0) -> np.ndarray:
-    """Praat "Change gender" (75-600 Hz analysis, duration factor 1), same length as ``x``.
-
-    Praat's overlap-add draws random numbers; its generator is seeded with ``seed`` for the
-    call (and put back to unpredictable seeding after it), so the result is reproducible."""
-    import parselmouth
-    from parselmouth.praat import call, run
-
-    s = parselmouth.Sound(x, sampling_frequency=SAMPLE_RATE)
-    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
-    try:
-        y = call(s, "Change gender", 75, 600, formant_ratio, pitch_median, range_factor, 1.0).values[0]
-    finally:
-        run("random_initializeSafelyAndUnpredictably ()")
-    out = np.zeros_like(x)
-    out[: min(y.size, x.size)] = y[: x.size]
-    return out
-
-
 def talker_versions(x: np.ndarray, rng: np.random.Generator, n_aug: int) -> list[tuple[np.ndarray, str]]:
+    """``x`` as recorded plus ``n_aug`` versions through :func:`fastifkl.augment.change_gender`."""
+    from .augment import change_gender
+
     out = [(x, "orig")]
     for _ in range(n_aug):
         med = float(rng.uniform(110.0, 320.0))
         fr = float(1.0 + 0.2 * (med - 110.0) / 210.0 + rng.uniform(-0.05, 0.05))
         rf = float(rng.uniform(0.8, 1.4))
         seed = int(rng.integers(1, 2 ** 31 - 1))
-        out.append((change_gender(x, fr, med, rf, seed), f"gender({med:.0f} Hz, formants x{fr:.2f}, range x{rf:.2f})"))
+        y = change_gender(x, fr, med, pitch_range=rf, seed=seed)
+        out.append((y, f"gender({med:.0f} Hz, formants x{fr:.2f}, range x{rf:.2f})"))
     return out
 
 
@@ -165,9 +149,9 @@ def _noise_segment(v: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
 def utterance_job(job: dict) -> list[tuple[np.ndarray, np.ndarray, dict]]:
     """Features (M, D) float16, Praat pitch (M,) and a description for every condition."""
     from .audio import load, mix_at_snr
+    from .framing import n_frames
     from .gammatone import erb_space, filterbank
     from .periodicity import FrontEnd, frame_features
-    from .framing import n_frames
 
     rng = np.random.default_rng(job["seed"])
     x = load(job["speech"])
@@ -194,7 +178,8 @@ def utterance_job(job: dict) -> list[tuple[np.ndarray, np.ndarray, dict]]:
                 mx = mix_at_snr(y, v, snr, offset=0).mixture
             r = filterbank(mx, SAMPLE_RATE, cfs, dtype=np.float32)
             F, _ = frame_features(r, cfs, fe, n_frames(mx.size))
-            out.append((F.astype(np.float16), lab, {"speech": job["name"], "talker": tag, "noise": name, "snr_db": snr}))
+            desc = {"speech": job["name"], "talker": tag, "noise": name, "snr_db": snr}
+            out.append((F.astype(np.float16), lab, desc))
     return out
 
 
@@ -238,7 +223,8 @@ class _Net:
         sizes = [len(offsets) * h1] + list(hidden) + [n_out]
         self.offsets = list(offsets)
         self.W = [(rng.standard_normal((d, h1)) * np.sqrt(2.0 / d)).astype(np.float32)]
-        self.W += [(rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.W += [(rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32)
+                   for a, b in zip(sizes[:-1], sizes[1:])]
         self.b = [np.zeros(h1, np.float32)] + [np.zeros(b, np.float32) for b in sizes[1:]]
 
     def forward(self, xo):
@@ -306,7 +292,8 @@ def fit_network(X, T, seg, *, h1, hidden, offsets, epochs, lr, seed, batch=512, 
                 for j, (prm, g) in enumerate(zip(params, gw + gb)):
                     m1[j] = b1 * m1[j] + (1 - b1) * g
                     m2[j] = b2 * m2[j] + (1 - b2) * g * g
-                    prm -= (lr_ep * (m1[j] / (1 - b1 ** step)) / (np.sqrt(m2[j] / (1 - b2 ** step)) + eps)).astype(np.float32)
+                    upd = lr_ep * (m1[j] / (1 - b1 ** step)) / (np.sqrt(m2[j] / (1 - b2 ** step)) + eps)
+                    prm -= upd.astype(np.float32)
             log(f"epoch {ep + 1}/{epochs}: loss {tot / n:.4f} ({time.perf_counter() - t0:.0f} s)")
     return net, mean, scale
 
@@ -354,7 +341,8 @@ def main(argv=None) -> int:
         X, f0, seg = z["X"], z["f0"], z["seg"]
         print(f"training set from {a.cache}: {X.shape[0]} frames", flush=True)
     else:
-        jobs = [{"speech": str(p), "name": p.name, "seed": [a.seed, i], "noises": {k: str(v) for k, v in noises.items()},
+        noise_paths = {k: str(v) for k, v in noises.items()}
+        jobs = [{"speech": str(p), "name": p.name, "seed": [a.seed, i], "noises": noise_paths,
                  "n_aug": a.n_aug, "n_cond": a.n_cond, "snrs": snrs, "p_aug": a.p_aug, "front_end": fe.to_dict()}
                 for i, p in enumerate(speech)]
         parts = []
