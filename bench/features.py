@@ -190,18 +190,10 @@ def main(quick: bool = False) -> dict:
 
 
 def praat_f0(x: np.ndarray) -> np.ndarray:
-    import parselmouth
+    """Praat's AC pitch at our frame centres (the learned tracker's training labels)."""
+    from fastifkl.pitch_train import praat_pitch
 
-    from fastifkl.framing import n_frames
-
-    p = parselmouth.Sound(x, sampling_frequency=SR).to_pitch_ac(time_step=0.01, pitch_floor=70.0, pitch_ceiling=400.0)
-    f, xs = p.selected_array["frequency"], p.xs()
-    m = n_frames(x.size)
-    idx = np.rint(((np.arange(m) * 160 + 160) / SR - xs[0]) / 0.01).astype(int)
-    out = np.zeros(m)
-    ok = (idx >= 0) & (idx < f.size)
-    out[ok] = f[idx[ok]]
-    return out
+    return praat_pitch(x)
 
 
 def _mix(x, noise, i):

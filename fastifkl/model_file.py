@@ -32,6 +32,7 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,9 @@ _MAX_CHANNELS = 4096
 _MAX_DIMS = 1 << 20
 
 
-def read(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> tuple[dict, dict[str, np.ndarray]]:
+def read(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES,
+         expected: Callable[[Path, dict], dict[str, tuple[str, tuple]]] | None = None,
+         ) -> tuple[dict, dict[str, np.ndarray]]:
     """Read a model file safely; :class:`ModelError` naming the file on any problem.
 
     Parameters
@@ -86,6 +89,10 @@ def read(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> tuple[dict, 
     path : path-like
     max_bytes : int
         Bound on the total uncompressed size of the entries read (default 1 GiB).
+    expected : callable, optional
+        ``expected(path, meta)`` -> the arrays the file must hold, name -> (dtype kind, shape),
+        derived from (and checking) its metadata; default :func:`layout` (a separator model).
+        Other file kinds (the pitch network, :mod:`fastifkl.pitch_net`) pass their own.
 
     Returns
     -------
@@ -104,7 +111,7 @@ def read(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> tuple[dict, 
             if "meta.json" not in infos:
                 raise ModelError(f"{p}: not a fastifkl model (no meta.json)")
             meta = _read_meta(p, zf, infos["meta.json"])
-            want = layout(p, meta)
+            want = (layout if expected is None else expected)(p, meta)
             missing = [n for n in want if f"{n}.npy" not in infos]
             if missing:
                 raise ModelError(f"{p}: corrupt model file (array '{missing[0]}' is missing"
