@@ -185,7 +185,8 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
           window: int = 640, select: float = 0.8, n_min: float = 0.25, n_cand: int = 8, octave_cost: float = 0.01,
           octave_jump_cost: float = 0.35, voiced_unvoiced_cost: float = 0.14,
           smooth: int = 2, prominence: bool = True, taper: bool = True, stationary: float | None = None,
-          voicing_threshold: float = 0.4, silence_threshold: float = 0.03) -> np.ndarray:
+          voicing_threshold: float = 0.4, silence_threshold: float = 0.03,
+          global_stats: tuple[float, float] | None = None) -> np.ndarray:
     """Track the pitch of the dominant voice.
 
     Parameters
@@ -196,6 +197,11 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
         Sample rate; must be 16000.
     fmin, fmax : float
         Pitch search range in Hz (default 70-400).
+    global_stats : (float, float), optional
+        ``(mean, peak)`` of the whole signal when ``x`` is a block of it (block-wise separation
+        passes the file's, from a streaming pre-pass): ``mean`` is removed instead of x's own
+        mean and ``peak = max |signal - mean|`` replaces x's own peak in the unvoiced strength
+        (step 3).  Default: both from ``x``.
     Other keyword parameters: see the module docstring.
 
     Returns
@@ -210,7 +216,7 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
     if not (0 < fmin < fmax < sr / 4):
         raise InputError(f"need 0 < fmin < fmax < {sr / 4} Hz, got {fmin}, {fmax}")
     m_ = n_frames(x.size)
-    x = x - np.mean(x)
+    x = x - (np.mean(x) if global_stats is None else global_stats[0])
     lag_lo = int(np.floor(sr / fmax))
     lag_hi = int(np.ceil(sr / fmin))
     cfs = erb_space(fmin_cf, fmax_cf, n_channels)
@@ -241,7 +247,7 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
     from numpy.lib.stride_tricks import sliding_window_view
 
     loc = sliding_window_view(xp, window)[starts].max(axis=1)
-    gmax = max(float(np.abs(x).max()), 1e-300)
+    gmax = max(float(np.abs(x).max()) if global_stats is None else float(global_stats[1]), 1e-300)
     s_unv = voicing_threshold + np.maximum(0.0, 2.0 - (loc / gmax) / (silence_threshold / (1.0 + voicing_threshold)))
     s = np.where(n_sel[:, None] > 0, s, -np.inf)
     return viterbi(f, s, s_unv, octave_jump_cost, voiced_unvoiced_cost)
