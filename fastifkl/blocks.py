@@ -258,11 +258,11 @@ class Resynthesizer:
     Hann-weighted mask (this block's frames and the two before, kept from the last block),
     the channel sum and the resynthesis gain."""
 
-    def __init__(self, cfs: np.ndarray, gain: float = 1.0):
+    def __init__(self, cfs: np.ndarray):
         from .gammatone import resynthesis_gain
 
         self.cfs = np.asarray(cfs, dtype=np.float64)
-        self.scale = resynthesis_gain(self.cfs, SAMPLE_RATE) / gain
+        self.scale = resynthesis_gain(self.cfs, SAMPLE_RATE)
         self.tail = np.zeros((self.cfs.size, 0))  # mask of the frames just before the next block
         self.tail_m = 0  # index of the first frame of ``tail``
 
@@ -289,7 +289,52 @@ def binary_mask(d: np.ndarray) -> np.ndarray:
     return (np.asarray(d) > 0).astype(np.uint8)
 
 
-# -- separation ----------------------------------------------------------------------------------
+# -- analysis and separation -----------------------------------------------------------------------
+def _analysis(chunks, stats: FileStats, cfs: np.ndarray, block_samples: int, *, pitch_chunks=None,
+              pitch_stats: FileStats | None = None, gain: float = 1.0, pitch_margin: int = PITCH_MARGIN,
+              spec=None):
+    """Per block: ``(block, x_seg, R, X)``: the analysis segment, its filterbank responses
+    (C, seg; the caller may overwrite them) and the unit features of the block's frames
+    (m1 - m0, C, D; None when the block owns no frame).  The pitch is tracked on
+    ``pitch_chunks`` (a signal of the same length, e.g. the premixed speech) when given, else
+    on the signal itself."""
+    from .gammatone import filterbank
+
+    blocks = plan(stats.n_samples, block_samples, pitch_margin)
+    window = SampleWindow(chunks)
+    if pitch_chunks is None:
+        pwindow, pstats = window, stats
+    else:
+        pwindow, pstats = SampleWindow(pitch_chunks), (stats if pitch_stats is None else pitch_stats)
+    feats = FeatureStream(spec)
+    for k, blk in enumerate(blocks):
+        x_seg = window.get(blk.seg0, blk.seg1)
+        R = filterbank(x_seg, SAMPLE_RATE, cfs)
+        X = None
+        if blk.m1 > blk.m0:
+            f0 = block_pitch(pwindow.get(blk.pit0, blk.pit1), blk, pstats, gain)
+            X = feats(R * gain if gain != 1.0 else R, blk, f0)  # the filterbank is linear
+        if k + 1 < len(blocks):
+            nxt = blocks[k + 1]
+            window.drop_before(min(nxt.seg0, nxt.pit0))
+            if pwindow is not window:
+                pwindow.drop_before(nxt.pit0)
+        yield blk, x_seg, R, X
+        del x_seg, R, X
+
+
+def feature_blocks(chunks: Iterable[np.ndarray], stats: FileStats, cfs: np.ndarray, *, block_samples: int,
+                   pitch_chunks: Iterable[np.ndarray] | None = None, pitch_stats: FileStats | None = None,
+                   gain: float = 1.0, spec=None) -> Iterator[tuple[Block, np.ndarray]]:
+    """Unit features of a signal block by block: ``(block, X)`` with X (m1 - m0, C, D) for every
+    block that owns frames; the pitch is tracked on ``pitch_chunks`` (with ``pitch_stats``)
+    when given (e.g. the premixed speech: "true" pitch), else on the signal."""
+    for blk, _, _, X in _analysis(chunks, stats, cfs, block_samples, pitch_chunks=pitch_chunks,
+                                  pitch_stats=pitch_stats, gain=gain, spec=spec):
+        if X is not None:
+            yield blk, X
+
+
 def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, block_samples: int,
                     mask_fn: Callable[[np.ndarray], np.ndarray] | None = None, gain: float = 1.0,
                     pitch_margin: int = PITCH_MARGIN) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
@@ -316,30 +361,15 @@ def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, bloc
         ``y``: output samples ``[block.start, block.stop)``; ``mask``: (C, m1 - m0) of the
         block's frames.  Memory is bounded by the block length, not the signal's.
     """
-    from .gammatone import filterbank
-
     mask_fn = binary_mask if mask_fn is None else mask_fn
-    blocks = plan(stats.n_samples, block_samples, pitch_margin)
-    window = SampleWindow(chunks)
-    feats = FeatureStream()
-    resyn = Resynthesizer(sep.cfs_, gain)
-    n_ch = len(sep.cfs_)
-    for k, blk in enumerate(blocks):
-        x_seg = window.get(blk.seg0, blk.seg1)
-        R = filterbank(x_seg, SAMPLE_RATE, sep.cfs_)
-        if blk.m1 > blk.m0:
-            f0 = block_pitch(window.get(blk.pit0, blk.pit1), blk, stats, gain)
-            X = feats(R * gain if gain != 1.0 else R, blk, f0)  # the filterbank is linear
+    resyn = Resynthesizer(sep.cfs_)
+    for blk, x_seg, R, X in _analysis(chunks, stats, sep.cfs_, block_samples, gain=gain, pitch_margin=pitch_margin):
+        if X is not None:
             mask = mask_fn(sep.decision_from_features(X))
-            del X
         else:
-            mask = np.zeros((n_ch, 0), dtype=np.uint8)
-        y = resyn(x_seg, R, blk, mask)
-        del R
-        if k + 1 < len(blocks):
-            nxt = blocks[k + 1]
-            window.drop_before(min(nxt.seg0, nxt.pit0))
-        yield blk, y, mask
+            mask = np.zeros((len(sep.cfs_), 0), dtype=np.uint8)
+        del X
+        yield blk, resyn(x_seg, R, blk, mask), mask
 
 
 def separate_array(sep, x: np.ndarray, *, block_seconds: float = BLOCK_SECONDS, mask_fn=None,
@@ -383,6 +413,6 @@ def cochleagram_blocks(chunks: Iterable[np.ndarray], n_samples: int, cfs: np.nda
 
 
 __all__ = ["FileStats", "signal_stats", "Block", "plan", "SampleWindow", "block_pitch", "FeatureStream",
-           "Resynthesizer", "binary_mask", "separate_blocks", "separate_array", "cochleagram_blocks",
+           "Resynthesizer", "binary_mask", "separate_blocks", "feature_blocks", "separate_array", "cochleagram_blocks",
            "block_samples_for", "BLOCK_SECONDS", "PITCH_MARGIN", "GT_MEMORY", "ENV_MEMORY", "FEATURE_LEFT",
            "FEATURE_RIGHT"]

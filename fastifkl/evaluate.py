@@ -31,20 +31,40 @@ def cached_model(path: str | os.PathLike):
 
 
 def _eval_job(job: dict) -> dict:
-    """Masks of every model on one mixture, with the IBM and the confusion counts."""
-    from .training import analyse, mixture_from_job
+    """Masks of every model on one mixture, with the IBM and the confusion counts, block by block
+    (:mod:`fastifkl.blocks`: memory bounded by the block, whatever the mixture's length)."""
+    from .blocks import BLOCK_SECONDS, block_samples_for, cochleagram_blocks, feature_blocks, signal_stats
+    from .masks import ibm as ideal
+    from .training import mixture_from_job, pitch_source
 
     entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
-    X, ibm = analyse(mx, models[0].cfs_, job["pitch"], models[0].lc_db)
-    out = {"id": entry.id, "domain": entry.domain, "counts": [], "masks": None}
-    masks = []
-    for m in models:
-        mask = (m.decision_from_features(X) > 0).astype(np.uint8)
-        out["counts"].append(confusion(mask, ibm))
-        masks.append(mask)
-    if job.get("keep_masks"):
-        out["masks"] = {"ibm": ibm, "models": masks, "mixture": mx.mixture, "speech": mx.speech}
+    cfs = models[0].cfs_
+    n = mx.mixture.size
+    bs = block_samples_for(job.get("block_seconds", BLOCK_SECONDS))
+    ps = pitch_source(mx, job["pitch"])
+    counts = np.zeros((len(models), 4), dtype=np.int64)
+    keep = bool(job.get("keep_masks"))
+    parts = {"ibm": [], "models": [[] for _ in models]}
+    stream = zip(feature_blocks([mx.mixture], signal_stats([mx.mixture]), cfs, block_samples=bs,
+                                pitch_chunks=[ps], pitch_stats=signal_stats([ps])),
+                 cochleagram_blocks([mx.speech], n, cfs, block_samples=bs),
+                 cochleagram_blocks([mx.noise], n, cfs, block_samples=bs))
+    for (blk, X), (_, e_s), (_, e_n) in stream:
+        ibm_b = ideal(e_s, e_n, models[0].lc_db)
+        if keep:
+            parts["ibm"].append(ibm_b)
+        for i, m in enumerate(models):
+            mask = m.mask_from_decision(m.decision_from_features(X))
+            counts[i] += confusion(mask, ibm_b)
+            if keep:
+                parts["models"][i].append(mask)
+    out = {"id": entry.id, "domain": entry.domain, "counts": [tuple(int(v) for v in c) for c in counts],
+           "masks": None}
+    if keep:
+        out["masks"] = {"ibm": np.concatenate(parts["ibm"], axis=1),
+                        "models": [np.concatenate(p, axis=1) for p in parts["models"]],
+                        "mixture": mx.mixture, "speech": mx.speech}
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import FMAX, FMIN, N_CHANNELS, SAMPLE_RATE, __version__
+from .blocks import BLOCK_SECONDS
 from .errors import InputError, ModelError
 from .training import TrainingData, cfs_for, prepare, track_pitch
 
@@ -241,16 +242,43 @@ class Separator:
                 out[c] = gaussian_decision(Xn, self.points_[c], self.coef_[c], self.bias_[c], self.sigma_[c])
         return out
 
-    def predict_mask(self, x: np.ndarray, f0: np.ndarray | None = None) -> np.ndarray:
-        """Estimated binary mask (C, M), uint8."""
-        return (self.decision_function(x, f0) > 0).astype(np.uint8)
+    def mask_from_decision(self, d: np.ndarray) -> np.ndarray:
+        """The mask of units from their decision values (a per-unit function): (C, M) -> (C, M),
+        binary ``d > 0`` as uint8."""
+        from .blocks import binary_mask
 
-    def separate(self, x: np.ndarray, *, return_mask: bool = False):
-        """Separated speech (N,) of a mixture (and the mask when asked)."""
+        return binary_mask(d)
+
+    def predict_mask(self, x: np.ndarray, f0: np.ndarray | None = None) -> np.ndarray:
+        """Estimated mask (C, M) of the whole signal ``x`` (binary, uint8)."""
+        return self.mask_from_decision(self.decision_function(x, f0))
+
+    def separate(self, x: np.ndarray, *, return_mask: bool = False, block_seconds: float | None = BLOCK_SECONDS):
+        """Separated speech (N,) of a mixture (and the mask (C, M) when asked).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N,)
+            Mixture, 16 kHz mono.
+        return_mask : bool
+        block_seconds : float or None
+            Work in blocks of this many seconds (:mod:`fastifkl.blocks`; memory bounded by the
+            block, the results those of the whole signal up to the filters' truncated memory);
+            None: the whole signal at once (the reference path).
+        """
+        self._check_fitted()
+        if block_seconds is None:
+            return self._separate_whole(x, return_mask)
+        from .blocks import separate_array
+
+        y, mask = separate_array(self, x, block_seconds=block_seconds, mask_fn=self.mask_from_decision)
+        return (y, mask) if return_mask else y
+
+    def _separate_whole(self, x: np.ndarray, return_mask: bool):
         from .gammatone import resynthesize
 
         d, R = self._decision_and_responses(x)
-        mask = (d > 0).astype(np.uint8)
+        mask = self.mask_from_decision(d)
         y = resynthesize(x, mask, SAMPLE_RATE, self.cfs_, responses=R)
         return (y, mask) if return_mask else y
 
