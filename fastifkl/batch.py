@@ -18,6 +18,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .blocks import BLOCK_SECONDS
 from .errors import FastifklError, InputError, OutputError
 
@@ -52,24 +54,32 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     return files
 
 
-def separate_job(model: str, src, out_dir, *, mask: bool = False, downmix: bool = False,
+def separate_job(model: str, src, out_dir, *, mask: bool = False, downmix: bool = False, output: str = "ratio",
                  block_seconds: float = BLOCK_SECONDS) -> dict:
     """The job of one file for :func:`separate_file` (picklable)."""
     return {"model": str(model), "src": str(src), "out_dir": str(out_dir), "mask": bool(mask),
-            "downmix": bool(downmix), "block_seconds": float(block_seconds)}
+            "downmix": bool(downmix), "output": str(output), "block_seconds": float(block_seconds)}
 
 
-def write_separation(sep, src, out_dir, *, mask: bool = False, downmix: bool = False,
+def write_separation(sep, src, out_dir, *, mask: bool = False, downmix: bool = False, output: str = "ratio",
                      block_seconds: float = BLOCK_SECONDS) -> Path:
     """Separate one audio file into ``out_dir/<stem>.sep.wav`` (and ``<stem>.mask.npy``).
+
+    ``output`` ("ratio" or "binary", :meth:`~fastifkl.separator.Separator.mask_from_decision`)
+    is the mask the speech is resynthesised with; ``<stem>.mask.npy`` is always the binary mask
+    (C x M uint8, the SVMs' sign), written through a memory map.  The level normalisation's
+    gain comes from the pre-pass (the whole file's level).
 
     Returns the path of the separated speech.  Raises :class:`~fastifkl.errors.InputError`
     (bad input, found by the pre-pass before anything is written) or
     :class:`~fastifkl.errors.OutputError`; nothing is left behind on any error.
     """
     from .audio_stream import AudioReader, NpyWriter, WavWriter
-    from .blocks import block_samples_for, separate_blocks, signal_stats
+    from .blocks import binary_mask, block_samples_for, separate_blocks, signal_stats
+    from .separator import OUTPUTS
 
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     reader = AudioReader(src, downmix=downmix)
     stats = signal_stats(reader.chunks())  # the pre-pass: checks every chunk, counts the samples
     stem = Path(src).stem
@@ -77,14 +87,15 @@ def write_separation(sep, src, out_dir, *, mask: bool = False, downmix: bool = F
     with ExitStack() as stack:
         wav = stack.enter_context(WavWriter(target, stats.n_samples))
         npy = None
-        for blk, y, m in separate_blocks(sep, reader.chunks(), stats, block_samples=block_samples_for(block_seconds),
-                                         mask_fn=sep.mask_from_decision):
+        for blk, y, _, d in separate_blocks(sep, reader.chunks(), stats,
+                                            block_samples=block_samples_for(block_seconds),
+                                            mask_fn=lambda dd: sep.mask_from_decision(dd, output)):
             wav.write(y)
             if mask:
                 if npy is None:
                     npy = stack.enter_context(NpyWriter(Path(out_dir) / f"{stem}.mask.npy",
-                                                        (m.shape[0], stats.n_frames), m.dtype))
-                npy.write_columns(blk.m0, m)
+                                                        (d.shape[0], stats.n_frames), np.uint8))
+                npy.write_columns(blk.m0, binary_mask(d))  # the paper's mask, whatever ``output``
     return target
 
 
@@ -102,6 +113,7 @@ def separate_file(job: dict) -> tuple:
     try:
         sep = cached_model(job["model"])
         target = write_separation(sep, src, job["out_dir"], mask=job["mask"], downmix=job["downmix"],
+                                  output=job.get("output", "ratio"),
                                   block_seconds=job.get("block_seconds", BLOCK_SECONDS))
         return src, str(target), None
     except OutputError as exc:
@@ -142,7 +154,7 @@ class Summary:
 
 
 def separate_files(files: list, model: str, out_dir, *, mask: bool = False, downmix: bool = False,
-                   workers: int = 1, scheduler=None, block_seconds: float = BLOCK_SECONDS,
+                   output: str = "ratio", workers: int = 1, scheduler=None, block_seconds: float = BLOCK_SECONDS,
                    summary: Summary | None = None, job_fn=None) -> Iterator[tuple]:
     """Separate ``files`` with the model file ``model``; yield ``(input, output, error)`` per file,
     in order (``error`` is None or ``(kind, message)``, see :func:`separate_file`).
@@ -157,7 +169,8 @@ def separate_files(files: list, model: str, out_dir, *, mask: bool = False, down
 
     summary = Summary(len(files)) if summary is None else summary
     job_fn = separate_file if job_fn is None else job_fn
-    jobs = (separate_job(model, f, out_dir, mask=mask, downmix=downmix, block_seconds=block_seconds) for f in files)
+    jobs = (separate_job(model, f, out_dir, mask=mask, downmix=downmix, output=output,
+                         block_seconds=block_seconds) for f in files)
     ex = executor(workers=workers, scheduler=scheduler)
     try:
         with ex:
@@ -183,7 +196,6 @@ def write_cochleagram(src, out_dir, cfs, *, downmix: bool = False, block_seconds
                       stats=None) -> Path:
     """``out_dir/<stem>.cochleagram.npy`` (C x M energies) of one file, block by block, written
     through a memory map (atomically).  ``stats``: the file's pre-pass, if already made."""
-    import numpy as np
 
     from .audio_stream import AudioReader, NpyWriter
     from .blocks import block_samples_for, cochleagram_blocks, signal_stats

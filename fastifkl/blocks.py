@@ -36,7 +36,7 @@ the masks agree unless a decision value is within that of 0 (tests/test_blocks.p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,6 +74,9 @@ class FileStats:
         ``sqrt(mean(x ** 2))`` (DC included).
     max, min : float
         Largest and smallest sample.
+    level : fastifkl.level.LevelMeter
+        The streaming level of the signal (count, mean, squared deviations merged chunk by
+        chunk): the analysis gain's statistic.
     """
 
     n_samples: int
@@ -81,6 +84,18 @@ class FileStats:
     rms: float
     max: float
     min: float
+    level: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def std(self) -> float:
+        """RMS after removing the mean (:meth:`fastifkl.level.LevelMeter.rms`)."""
+        return self.level.rms()
+
+    def analysis_gain(self, level_rms: float | None) -> float:
+        """The file's analysis gain: :func:`fastifkl.level.analysis_gain` of the whole signal,
+        from the pre-pass's :class:`~fastifkl.level.LevelMeter` (equal up to rounding); 1.0 when
+        ``level_rms`` is None (no level normalisation: format-1 models)."""
+        return 1.0 if level_rms is None else self.level.gain(level_rms)
 
     @property
     def peak(self) -> float:
@@ -99,7 +114,11 @@ class FileStats:
 
 def signal_stats(chunks: Iterable[np.ndarray]) -> FileStats:
     """The pre-pass: :class:`FileStats` of a signal given as consecutive chunks, in constant
-    memory (float64 sums per chunk, pairwise within a chunk)."""
+    memory (float64 sums per chunk, pairwise within a chunk; the level by
+    :class:`fastifkl.level.LevelMeter`)."""
+    from .level import LevelMeter
+
+    level = LevelMeter()
     n = 0
     s = s2 = 0.0
     hi, lo = -np.inf, np.inf
@@ -107,6 +126,7 @@ def signal_stats(chunks: Iterable[np.ndarray]) -> FileStats:
         c = np.asarray(c, dtype=np.float64)
         if c.size == 0:
             continue
+        level.update(c)
         n += c.size
         s += float(np.sum(c))
         s2 += float(np.dot(c, c))
@@ -114,7 +134,7 @@ def signal_stats(chunks: Iterable[np.ndarray]) -> FileStats:
         lo = min(lo, float(c.min()))
     if n == 0:
         raise InputError("signal is empty")
-    return FileStats(n, s / n, float(np.sqrt(s2 / n)), hi, lo)
+    return FileStats(n, s / n, float(np.sqrt(s2 / n)), hi, lo, level)
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -336,8 +356,8 @@ def feature_blocks(chunks: Iterable[np.ndarray], stats: FileStats, cfs: np.ndarr
 
 
 def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, block_samples: int,
-                    mask_fn: Callable[[np.ndarray], np.ndarray] | None = None, gain: float = 1.0,
-                    pitch_margin: int = PITCH_MARGIN) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
+                    mask_fn: Callable[[np.ndarray], np.ndarray] | None = None, gain: float | None = None,
+                    pitch_margin: int = PITCH_MARGIN) -> Iterator[tuple[Block, np.ndarray, np.ndarray, np.ndarray]]:
     """Separate a signal block by block.
 
     Parameters
@@ -351,30 +371,36 @@ def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, bloc
         Output samples per block.
     mask_fn : callable, optional
         Decision values (C, m) of a block's units -> its mask (C, m); default :func:`binary_mask`.
-    gain : float
+    gain : float, optional
         Scalar applied to the signal before the analysis (pitch, features); the output is the
-        resynthesis of the signal itself.
+        resynthesis of the signal itself.  Default: the level normalisation of the separator,
+        ``stats.analysis_gain(sep.level_rms)`` (the whole file's gain, from the pre-pass).
 
     Yields
     ------
-    (block, y, mask)
-        ``y``: output samples ``[block.start, block.stop)``; ``mask``: (C, m1 - m0) of the
-        block's frames.  Memory is bounded by the block length, not the signal's.
+    (block, y, mask, d)
+        ``y``: output samples ``[block.start, block.stop)``; ``mask`` and the decision values
+        ``d``: (C, m1 - m0) of the block's frames.  Memory is bounded by the block length, not
+        the signal's.
     """
     mask_fn = binary_mask if mask_fn is None else mask_fn
+    if gain is None:
+        gain = stats.analysis_gain(getattr(sep, "level_rms", None))
     resyn = Resynthesizer(sep.cfs_)
     for blk, x_seg, R, X in _analysis(chunks, stats, sep.cfs_, block_samples, gain=gain, pitch_margin=pitch_margin):
         if X is not None:
-            mask = mask_fn(sep.decision_from_features(X))
-        else:
-            mask = np.zeros((len(sep.cfs_), 0), dtype=np.uint8)
+            d = sep.decision_from_features(X)
+            mask = mask_fn(d)
+        else:  # a block too short to own a frame (its samples are in the previous frames)
+            d = np.zeros((len(sep.cfs_), 0))
+            mask = mask_fn(d)
         del X
-        yield blk, resyn(x_seg, R, blk, mask), mask
+        yield blk, resyn(x_seg, R, blk, mask), mask, d
 
 
 def separate_array(sep, x: np.ndarray, *, block_seconds: float = BLOCK_SECONDS, mask_fn=None,
-                   gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`separate_blocks` of an in-memory signal: ``(y (N,), mask (C, M))``."""
+                   gain: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`separate_blocks` of an in-memory signal: ``(y (N,), mask (C, M), d (C, M))``."""
     x = np.asarray(x)
     if x.ndim != 1:
         raise InputError(f"signal must be 1-D (mono), got shape {x.shape}")
@@ -385,14 +411,16 @@ def separate_array(sep, x: np.ndarray, *, block_seconds: float = BLOCK_SECONDS, 
         raise InputError(f"signal is too short: {x.size} samples, need at least {FRAME_LEN} (one 20 ms frame)")
     stats = signal_stats([x])
     y = np.empty(x.size)
-    mask = None
-    for blk, yb, mb in separate_blocks(sep, [x], stats, block_samples=block_samples_for(block_seconds),
-                                       mask_fn=mask_fn, gain=gain):
+    mask = d = None
+    for blk, yb, mb, db in separate_blocks(sep, [x], stats, block_samples=block_samples_for(block_seconds),
+                                           mask_fn=mask_fn, gain=gain):
         if mask is None:
             mask = np.empty((mb.shape[0], stats.n_frames), dtype=mb.dtype)
+            d = np.empty((db.shape[0], stats.n_frames))
         y[blk.start:blk.stop] = yb
         mask[:, blk.m0:blk.m1] = mb
-    return y, mask
+        d[:, blk.m0:blk.m1] = db
+    return y, mask, d
 
 
 # -- analysis without separation (evaluate, cochleagram) -----------------------------------------

@@ -8,7 +8,12 @@
    a channel where that is impossible (e.g. a one-class domain) falls back to the Gaussian kernel;
 3. a LIBSVM C-SVC on the Gram matrix of the sample under that kernel (KL-SVM) or under the
    Gaussian kernel (G-SVM);
-4. folding the learned kernel into the SVM.  With support vectors s_i, dual coefficients a_i
+4. folding the learned kernel into the SVM;
+5. Platt calibration (:func:`fastifkl.svm.platt_fit`) of the folded decision values on the
+   channel's calibration units (``job["calib"]``: units of the SVM-training mixtures outside
+   the SVM candidate pool, natural class prior), giving ``P(target | f) = 1/(1 + exp(A f + B))``.
+
+Folding the learned kernel into the SVM (stage 4):  With support vectors s_i, dual coefficients a_i
    and landmarks x_1..x_n of the learned kernel (paper Eq. 9),
 
        f(z) = sum_i a_i kappa(z, s_i) + b
@@ -31,9 +36,10 @@ from .errors import InputError
 def fit_channel(job: dict) -> dict:
     """Learn the kernel (optional) and the SVM of one channel; returns the folded predictor.
 
-    ``job``: ``channel``, ``params`` (the Separator's), ``mean``/``std`` (D,), ``svm`` and
-    ``kernel_units`` (:class:`~fastifkl.training.ChannelUnits`), ``counts`` (2,) or None,
-    ``check``.  Returns ``{"Z", "coef", "bias", "sigma", "info"}``.  BLAS runs on one thread
+    ``job``: ``channel``, ``params`` (the Separator's), ``mean``/``std`` (D,), ``svm``,
+    ``kernel_units`` and optionally ``calib`` (:class:`~fastifkl.training.ChannelUnits`),
+    ``counts`` (2,) or None, ``check``.  Returns ``{"Z", "coef", "bias", "sigma", "platt",
+    "info"}``; ``platt`` is ``(A, B)``, or None without calibration units.  BLAS runs on one thread
     (thread-count-independent bits, see :mod:`fastifkl._threads`).
     """
     from ._threads import blas_single_thread
@@ -59,7 +65,8 @@ def _fit(job: dict) -> dict:
     svm = ChannelSVM(C=p["C"]).fit(gram, ys)
     info["n_sv"] = svm.n_support_
     Z, coef = _fold(lk, svm, Xs)
-    out = {"Z": Z, "coef": coef, "bias": float(svm.intercept_), "sigma": float(sigma), "info": info}
+    out = {"Z": Z, "coef": coef, "bias": float(svm.intercept_), "sigma": float(sigma), "info": info,
+           "platt": _calibrate(job, Z, coef, float(svm.intercept_), float(sigma), info)}
     if job.get("check"):
         # decision values of the folded form must equal the SVM's own on its training points
         S = Xs[svm.support_]
@@ -67,6 +74,23 @@ def _fit(job: dict) -> dict:
         mine = gaussian_decision(Xs, Z, coef, out["bias"], sigma)
         out["info"]["fold_check_max_abs_err"] = float(np.max(np.abs(ref - mine))) if ref.size else 0.0
     return out
+
+
+def _calibrate(job: dict, Z, coef, bias: float, sigma: float, info: dict):
+    """Stage 5: Platt's (A, B) on the calibration units (None when there are none)."""
+    from .kernels import gaussian_decision
+    from .svm import platt_fit, platt_objective
+
+    cu = job.get("calib")
+    if cu is None or cu.y.size == 0:
+        return None
+    Xc = (np.asarray(cu.X, dtype=np.float64) - job["mean"]) / job["std"]
+    d = gaussian_decision(Xc, Z, coef, bias, sigma)
+    A, B = platt_fit(d, cu.y)
+    info.update(n_calib=int(cu.y.size), n_calib_pos=int(cu.y.sum()), platt_A=A, platt_B=B,
+                calib_log_loss=platt_objective(A, B, d, cu.y) / cu.y.size,
+                calib_accuracy=float(np.mean((d > 0) == (cu.y > 0))))
+    return A, B
 
 
 def _svm_sample(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

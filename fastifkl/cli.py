@@ -109,7 +109,11 @@ def mix(
                                                 "used when present)."),
     noise_dir: Path = typer.Argument(..., help="Directory of noise recordings."),
     out: Path = typer.Option(..., "-o", "--out", help="Mixture-set directory to create (manifest.jsonl)."),
-    snr: float = typer.Option(-5.0, "--snr", help="Input SNR in dB over the whole utterance."),
+    snr: str = typer.Option("-5", "--snr", help="Input SNR in dB over the whole utterance; a comma list mixes "
+                                                "every pair at each SNR (or at one drawn SNR with --draw-snr)."),
+    draw_snr: bool = typer.Option(False, "--draw-snr", help="With several --snr values: one SNR per utterance-noise "
+                                                            "pair, drawn (seeded) from the list."),
+    append: bool = typer.Option(False, "--append", help="Add these mixtures to the set already in OUT."),
     split: Optional[str] = typer.Option(None, "--split",
                                         help="Comma-separated utterance splits (MANIFEST 'split' column)."),
     noises: Optional[str] = typer.Option(None, "--noises", help="Comma-separated noise labels (or file stems)."),
@@ -119,14 +123,50 @@ def mix(
 ):
     """Pair every selected utterance with every selected noise at an exact SNR (a mixture set)."""
     from .corpus import MixtureSet, scan, select_noises, select_speech
+    from .errors import InputError
 
+    try:
+        snrs = [float(v) for v in _split_list(snr) or []]
+    except ValueError:
+        raise InputError(f"--snr must be a number or a comma list of numbers, got {snr!r}") from None
     speech = select_speech(scan(speech_dir, "speech"), _split_list(split))
     nz = select_noises(scan(noise_dir, "noise"), _split_list(noises))
-    ms = MixtureSet.create(speech, nz, out, snr_db=snr, seed=seed)
+    before = len(MixtureSet.load(out)) if append else 0
+    ms = MixtureSet.create(speech, nz, out, snr_db=snrs, seed=seed, draw_snr=draw_snr, append=append)
     if wavs:
         ms.write_wavs()
     if not quiet:
-        typer.echo(f"{len(ms)} mixtures ({len(speech)} utterances x {len(nz)} noises) -> {out / 'manifest.jsonl'}")
+        per = f" x {len(snrs)} SNRs" if len(snrs) > 1 and not draw_snr else ""
+        typer.echo(f"{len(ms) - before} mixtures ({len(speech)} utterances x {len(nz)} noises{per}) -> "
+                   f"{out / 'manifest.jsonl'}" + (f" ({len(ms)} in the set)" if append else ""))
+
+
+@app.command()
+@handles_errors
+def augment(
+    speech_dir: Path = typer.Argument(..., help="Directory of clean utterances (MANIFEST.tsv in it or its parent is "
+                                                "used when present)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Directory for the transformed utterances and their "
+                                                      "MANIFEST.tsv (mix it with 'fastifkl mix OUT NOISE_DIR ...')."),
+    split: Optional[str] = typer.Option(None, "--split", help="Comma-separated utterance splits to transform."),
+    kinds: str = typer.Option("vtlp,female", "--kinds", help="Transforms: vtlp (warp factor 0.9-1.1, pitch kept), "
+                              "female (formant ratio 1.1-1.2, pitch median 180-240 Hz)."),
+    per_kind: int = typer.Option(1, "--per-kind", help="Transformed copies per utterance and transform."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the drawn transform parameters."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Talker augmentation: new voices from the training speech (Praat "Change gender"; needs the
+    "train" extra, praat-parselmouth). Deterministic for a seed."""
+    from .augment import augment_corpus
+    from .corpus import scan, select_speech
+
+    items = select_speech(scan(speech_dir, "speech"), _split_list(split))
+    with _progress(not quiet) as prog:
+        bars = _Bars(prog)
+        man = augment_corpus(items, out, kinds=_split_list(kinds) or [], per_kind=per_kind, seed=seed,
+                             progress=lambda d, t: bars("augment", d, t))
+    if not quiet:
+        typer.echo(f"{len(items) * len(_split_list(kinds) or []) * per_kind} utterances -> {man}")
 
 
 def _progress(enabled: bool):
@@ -195,6 +235,11 @@ def train(
                                                                             "for the constraints."),
     max_train: int = typer.Option(_SEP["max_train"], "--max-train", help="SVM training units per channel (class mix "
                                                                          "set by --svm-prior)."),
+    units_per_mixture: int = typer.Option(_SEP["units_per_mixture"], "--units-per-mixture",
+                                          help="Candidate units per class, channel and mixture kept for training."),
+    calib_per_mixture: int = typer.Option(_SEP["calib_per_mixture"], "--calib-per-mixture",
+                                          help="Units per channel and SVM mixture held out for the Platt calibration "
+                                               "(0: none; the ratio output then uses a fixed sigmoid)."),
     svm_prior: str = typer.Option(_SEP["svm_prior"], "--svm-prior", help="Class mix of the SVM training units: "
                                   "'natural' (the channel's IBM prior in the training mixtures) or 'balanced' (1:1)."),
     itml_mode: str = typer.Option(_SEP["itml_mode"], "--itml-mode", help="lowrank or exact."),
@@ -222,7 +267,8 @@ def train(
     train_set, tune_set = training_sets(MixtureSet.load(set_dir), _split_list(split), tune=tune)
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
-                    n_channels=channels, svm_prior=svm_prior, itml_order=itml_order)
+                    n_channels=channels, svm_prior=svm_prior, itml_order=itml_order,
+                    units_per_mixture=units_per_mixture, calib_per_mixture=calib_per_mixture)
     t0 = time.perf_counter()
     with _progress(not quiet) as prog:
         sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=_Bars(prog),
@@ -249,7 +295,10 @@ def separate(
     model: Optional[Path] = typer.Option(None, "-m", "--model",
                                          help="Model file (default: the model shipped with fastifkl)."),
     out: Path = typer.Option(Path("."), "-o", "--out", help="Output directory for <name>.sep.wav."),
-    mask: bool = typer.Option(False, "--mask", help="Also write <name>.mask.npy (channels x frames)."),
+    mask: bool = typer.Option(False, "--mask", help="Also write <name>.mask.npy: the binary mask (channels x "
+                                                    "frames, uint8; the SVMs' sign, the paper's), whatever --output."),
+    output: str = typer.Option("ratio", "--output", help="ratio (a soft mask from the calibrated speech "
+                               "posteriors; default) or binary (the paper's binary mask)."),
     downmix: bool = typer.Option(False, "--downmix", help="Average the channels of multi-channel files."),
     workers: int = typer.Option(1, "--workers", "-j"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
@@ -261,8 +310,10 @@ def separate(
     from .audio import output_dir
     from .batch import Summary, expand_inputs, separate_files
     from .evaluate import cached_model
-    from .separator import DEFAULT_MODEL
+    from .separator import DEFAULT_MODEL, OUTPUTS
 
+    if output not in OUTPUTS:
+        fail(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if model is None and not DEFAULT_MODEL.is_file():
         fail(f"{DEFAULT_MODEL}: the default model is missing from this installation; pass -m MODEL")
     model_path = str((model or DEFAULT_MODEL).resolve())
@@ -273,8 +324,9 @@ def separate(
     summary = Summary(len(files))
     with _progress(not quiet) as prog:
         task = prog.add_task("separate", total=len(files)) if prog is not None else None
-        for _, target, err in separate_files(files, model_path, out, mask=mask, downmix=downmix, workers=workers,
-                                             scheduler=scheduler, summary=summary, job_fn=_separate_job):
+        for _, target, err in separate_files(files, model_path, out, mask=mask, downmix=downmix, output=output,
+                                             workers=workers, scheduler=scheduler, summary=summary,
+                                             job_fn=_separate_job):
             if err is None and not quiet and prog is None:
                 typer.echo(target)
             elif err is not None:
@@ -365,6 +417,20 @@ def info(model: Path = typer.Argument(..., help="Model file.")):
         fb = [i for i, c in enumerate(chans) if "fallback" in c]
         if fb:
             typer.echo(f"channels that fell back to the Gaussian kernel: {fb}")
+    if sep.level_rms is None:
+        typer.echo("level: none (format-1 model: inputs are analysed at their own level)")
+    else:
+        typer.echo(f"level: every input is scaled to RMS {sep.level_rms:g} before analysis")
+    if sep.calibrated:
+        a = sep.platt_[:, 0]
+        typer.echo(f"calibration: Platt per channel (A {a.min():.2f} to {a.max():.2f}); "
+                   + str(tr.get("calibration", {}).get("units", "")))
+    else:
+        from .separator import FALLBACK_PLATT
+
+        typer.echo(f"calibration: none in the file; --output ratio uses the fixed fallback posterior "
+                   f"1/(1+exp({FALLBACK_PLATT[0]:g} d + {FALLBACK_PLATT[1]:g})) for every channel")
+    typer.echo(f"ratio mask: max(p^{sep.mask_beta:g}, {sep.mask_floor_db:g} dB)")
     s = sep.size_summary()
     typer.echo(f"stored points: {s['points_total']}; file size {model.stat().st_size / 1e6:.1f} MB")
 

@@ -175,33 +175,60 @@ class MixtureSet:
         noises: list[Item],
         directory: str | os.PathLike,
         *,
-        snr_db: float = -5.0,
+        snr_db: float | list[float] = -5.0,
         seed: int = 0,
+        draw_snr: bool = False,
+        append: bool = False,
     ) -> MixtureSet:
-        """Pair every utterance with every noise; offsets drawn from ``default_rng([seed, k])``."""
+        """Pair every utterance with every noise; offsets drawn from ``default_rng([seed, k])``.
+
+        Parameters
+        ----------
+        snr_db : float or list of floats
+            One SNR; or several: every pair is mixed at each of them (ids get an ``__<snr>dB``
+            suffix), or, with ``draw_snr``, at one of them drawn uniformly from
+            ``default_rng([seed, k, 1])`` (the mixture count of a single SNR).
+        append : bool
+            Add the mixtures to the set already in ``directory`` (its manifest is kept; an id
+            that is already there is an error) instead of starting a new set.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        entries = []
+        snrs = [float(v) for v in np.atleast_1d(snr_db)]
+        if not snrs:
+            raise InputError("no SNR given")
+        several = len(snrs) > 1 and not draw_snr
+        entries = list(cls.load(d).entries) if append else []
+        seen = {e.id for e in entries}
         k = 0
         for it in speech:
             s = _load(it.path)
             for nz in noises:
                 v = _load(nz.path)
-                offset = _draw_offset(v, s.size, np.random.default_rng([seed, k]), nz.path)
-                entries.append(
-                    Entry(
-                        id=f"{it.path.stem}__{nz.label}",
-                        speech=os.path.relpath(it.path, d.resolve()),
-                        noise=os.path.relpath(nz.path, d.resolve()),
-                        noise_label=nz.label,
-                        offset=offset,
-                        snr_db=float(snr_db),
-                        split=it.split,
-                        domain=nz.label,
-                        seed=int(seed),
+                if draw_snr:
+                    pair_snrs = [snrs[int(np.random.default_rng([seed, k, 1]).integers(len(snrs)))]]
+                else:
+                    pair_snrs = snrs
+                for snr in pair_snrs:
+                    offset = _draw_offset(v, s.size, np.random.default_rng([seed, k]), nz.path)
+                    eid = f"{it.path.stem}__{nz.label}" + (f"__{snr:+g}dB" if several else "")
+                    if eid in seen:
+                        raise InputError(f"{d}: mixture '{eid}' is already in the set")
+                    seen.add(eid)
+                    entries.append(
+                        Entry(
+                            id=eid,
+                            speech=os.path.relpath(it.path, d.resolve()),
+                            noise=os.path.relpath(nz.path, d.resolve()),
+                            noise_label=nz.label,
+                            offset=offset,
+                            snr_db=snr,
+                            split=it.split,
+                            domain=nz.label,
+                            seed=int(seed),
+                        )
                     )
-                )
-                k += 1
+                    k += 1
         ms = cls(d, entries)
         ms.write_manifest()
         return ms

@@ -167,7 +167,7 @@ def _example_job(job: dict) -> dict:
     entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
     cfs = models[0].cfs_
-    X, ibm = analyse(mx, cfs, "estimated", models[0].lc_db)
+    X, ibm = analyse(mx, cfs, "estimated", models[0].lc_db, models[0].level_rms)
     masks = {"IBM": ibm}
     for name, m in zip(job["names"], models):
         masks[name] = (m.decision_from_features(X) > 0).astype(np.uint8)

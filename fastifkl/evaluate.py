@@ -46,16 +46,21 @@ def _eval_job(job: dict) -> dict:
     counts = np.zeros((len(models), 4), dtype=np.int64)
     keep = bool(job.get("keep_masks"))
     parts = {"ibm": [], "models": [[] for _ in models]}
-    stream = zip(feature_blocks([mx.mixture], signal_stats([mx.mixture]), cfs, block_samples=bs,
-                                pitch_chunks=[ps], pitch_stats=signal_stats([ps])),
-                 cochleagram_blocks([mx.speech], n, cfs, block_samples=bs),
-                 cochleagram_blocks([mx.noise], n, cfs, block_samples=bs))
-    for (blk, X), (_, e_s), (_, e_n) in stream:
+    stats, pstats = signal_stats([mx.mixture]), signal_stats([ps])
+    # one analysis per analysis level (format-1 models analyse the signal as it is); the pitch
+    # source gets the mixture's gain (as training.analyse does)
+    levels = list(dict.fromkeys(m.level_rms for m in models))
+    analyses = [feature_blocks([mx.mixture], stats, cfs, block_samples=bs, pitch_chunks=[ps], pitch_stats=pstats,
+                               gain=stats.analysis_gain(lv)) for lv in levels]
+    stream = zip(cochleagram_blocks([mx.speech], n, cfs, block_samples=bs),
+                 cochleagram_blocks([mx.noise], n, cfs, block_samples=bs), *analyses)
+    for (_, e_s), (_, e_n), *feats in stream:
         ibm_b = ideal(e_s, e_n, models[0].lc_db)
         if keep:
             parts["ibm"].append(ibm_b)
         for i, m in enumerate(models):
-            mask = m.mask_from_decision(m.decision_from_features(X))
+            X = feats[levels.index(m.level_rms)][1]
+            mask = m.mask_from_decision(m.decision_from_features(X), "binary")
             counts[i] += confusion(mask, ibm_b)
             if keep:
                 parts["models"][i].append(mask)

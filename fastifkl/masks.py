@@ -1,4 +1,4 @@
-"""The ideal binary mask and the scores of an estimated mask against it."""
+"""The ideal binary mask, ratio masks from posteriors, and the scores of an estimated mask."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +6,8 @@ import numpy as np
 from .errors import InputError
 
 LC_DB = -10.0
+RATIO_FLOOR_DB = -15.0  # g_min of :func:`ratio`, dB of amplitude gain
+RATIO_BETA = 1.0  # exponent of the posterior in :func:`ratio`
 
 
 def ibm(speech_energy: np.ndarray, noise_energy: np.ndarray, lc_db: float = LC_DB) -> np.ndarray:
@@ -31,6 +33,38 @@ def ibm(speech_energy: np.ndarray, noise_energy: np.ndarray, lc_db: float = LC_D
         raise InputError(f"speech and noise cochleagrams differ in shape: {es.shape} vs {en.shape}")
     # E_s / E_n > 10^(LC/10)  <=>  E_s > E_n 10^(LC/10)   (no division, no log of zero)
     return (es > en * 10.0 ** (lc_db / 10.0)).astype(np.uint8)
+
+
+def ratio(posterior: np.ndarray, floor_db: float = RATIO_FLOOR_DB, beta: float = RATIO_BETA) -> np.ndarray:
+    """Ratio (soft) mask from per-unit speech posteriors: ``max(p ** beta, g_min)``.
+
+    ``g_min = 10 ** (floor_db / 20)`` is an amplitude gain (the resynthesis weights each unit's
+    filtered mixture by the mask), so -15 dB keeps 0.178 of a unit the model calls noise.  A
+    floor keeps the residual noise natural and bounds what a wrong "noise" decision throws away;
+    ``beta`` > 1 sharpens the mask towards the binary one, < 1 softens it (REFERENCE section 11).
+
+    Parameters
+    ----------
+    posterior : ndarray, shape (C, M)
+        P(unit is target-dominant) in [0, 1] (e.g. :meth:`fastifkl.separator.Separator.posterior`).
+    floor_db : float
+        Floor in dB of amplitude gain, <= 0 (``-inf``: no floor).
+    beta : float
+        Positive exponent.
+
+    Returns
+    -------
+    mask : ndarray, shape (C, M), float64 in [g_min, 1]
+    """
+    p = np.asarray(posterior, dtype=np.float64)
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+        raise InputError("posteriors must be finite and lie in [0, 1]")
+    if not (np.isfinite(beta) and beta > 0):
+        raise InputError(f"beta must be a positive number, got {beta!r}")
+    if np.isnan(floor_db) or floor_db > 0:
+        raise InputError(f"floor_db must be <= 0 dB, got {floor_db!r}")
+    g_min = 10.0 ** (floor_db / 20.0)
+    return np.maximum(p if beta == 1 else p ** beta, g_min)
 
 
 def scores(estimated: np.ndarray, ibm_mask: np.ndarray) -> dict:

@@ -40,7 +40,12 @@ from .audio import atomic_path
 from .errors import ModelError
 
 FORMAT = "fastifkl-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Format 2 (issue 11) adds the per-channel Platt calibration (array ``platt``, (C, 2) = A, B,
+present when ``meta["calibration"]`` is) and the level normalisation (``params.level_rms``).
+Format-1 files still load: :class:`~fastifkl.separator.Separator` reads them without level
+normalisation and with a fixed fallback sigmoid."""
 _EPOCH = (2020, 1, 1, 0, 0, 0)
 
 
@@ -168,19 +173,20 @@ def _read_meta(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{p}: not a fastifkl model file")
     ver = meta.get("format_version")
-    if ver != FORMAT_VERSION or isinstance(ver, bool):
+    if ver not in READABLE_VERSIONS or isinstance(ver, bool):
         made_by = meta.get("package_version", "?")
         newer = isinstance(ver, int) and not isinstance(ver, bool) and ver > FORMAT_VERSION
         raise ModelError(
             f"{p}: model format version {ver} (written by fastifkl {made_by}) is "
-            f"{'newer than' if newer else 'not'} the version this fastifkl reads ({FORMAT_VERSION})"
+            f"{'newer than' if newer else 'not'} the versions this fastifkl reads "
+            f"({', '.join(str(v) for v in READABLE_VERSIONS)})"
             + ("; upgrade fastifkl" if newer else "; retrain the model")
         )
     return meta
 
 
 def layout(path, meta: dict) -> dict[str, tuple[str, tuple]]:
-    """The arrays a format-1 model holds, from its metadata: name -> (dtype kind, shape).
+    """The arrays a model holds, from its metadata: name -> (dtype kind, shape).
 
     ``None`` in a shape is a per-channel point count, the same for ``chNNN_points`` (rows)
     and ``chNNN_coef``; :func:`read` checks that they agree.
@@ -193,6 +199,8 @@ def layout(path, meta: dict) -> dict[str, tuple[str, tuple]]:
         raise ModelError(f"{path}: corrupt model file (meta.json 'n_dims' is {n_dims!r})")
     n_ch = len(cfs)
     out = {"mean": ("f", (n_ch, n_dims)), "std": ("f", (n_ch, n_dims)), "bias": ("f", (n_ch,)), "sigma": ("f", (n_ch,))}
+    if meta.get("format_version", 1) >= 2 and meta.get("calibration") is not None:
+        out["platt"] = ("f", (n_ch, 2))
     for c in range(n_ch):
         out[f"ch{c:03d}_points"] = ("f", (None, n_dims))
         out[f"ch{c:03d}_coef"] = ("f", (None,))

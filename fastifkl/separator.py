@@ -5,6 +5,17 @@ sigma, C and gamma on tuning mixtures (:mod:`fastifkl.tuning`), and trains the 6
 independent jobs (:func:`fastifkl.channel.fit_channel`: kernel ITML, the SVM, and the learned
 kernel folded into the SVM).  Prediction evaluates every channel's folded expansion with one
 Gaussian-kernel GEMM (:func:`fastifkl.kernels.gaussian_decision`).
+
+Every signal is analysed at a fixed level (:mod:`fastifkl.level`: one scalar gain per file to
+``level_rms``), training mixtures and inputs alike, so the mask does not depend on how loud the
+recording is.  Each channel's decision values are calibrated into speech posteriors (Platt's
+sigmoid, fitted at train time on units the SVM did not train on); the default output is the ratio
+mask ``max(p ** mask_beta, 10 ** (mask_floor_db / 20))`` (:func:`fastifkl.masks.ratio`), and
+``output="binary"`` gives the paper's binary mask ``p > 0.5`` (the SVM's sign, for HIT-FA).
+
+Model files of format 1 (before calibration and level normalisation) still load: they analyse
+the input as it is (no level normalisation) and, having no calibration, map decision values to
+posteriors with the fixed sigmoid :data:`FALLBACK_PLATT`.
 """
 from __future__ import annotations
 
@@ -18,7 +29,17 @@ import numpy as np
 from . import FMAX, FMIN, N_CHANNELS, SAMPLE_RATE, __version__
 from .blocks import BLOCK_SECONDS
 from .errors import InputError, ModelError
-from .training import TrainingData, cfs_for, prepare, track_pitch
+from .level import LEVEL_RMS
+from .masks import RATIO_BETA, RATIO_FLOOR_DB
+from .training import TrainingData, analysis_gain_for, cfs_for, prepare, track_pitch
+
+OUTPUTS = ("ratio", "binary")
+
+FALLBACK_PLATT = (-1.0, 0.0)
+"""(A, B) of the posterior ``1 / (1 + exp(A d + B))`` for model files without calibration
+(format 1): one sigmoid for every channel, chosen on the corpus's ``tune`` split (real ``tune``
+utterances x the 5 training noises x -5/0/+5 dB) with the pre-format-2 default model by mean
+STOI gain of the ratio mask (docs/DEFAULT_MODEL.md)."""
 
 
 class Separator:
@@ -57,13 +78,23 @@ class Separator:
     svm_prior : {"balanced", "natural"}
         Class mix of each channel's SVM training sample: equal numbers of both IBM labels, or
         the channel's IBM prior in the training mixtures (what the test mixtures look like).
+    level_rms : float or None
+        RMS every analysed signal (training mixture or input) is scaled to first
+        (:func:`fastifkl.level.analysis_gain`); None analyses signals as they are (format-1 models).
+    calib_per_mixture : int
+        Units per channel and SVM-training mixture held out for the Platt calibration (drawn
+        uniformly over the mixture's frames outside the SVM candidate pool; 0: no calibration).
+    mask_floor_db, mask_beta : float
+        The ratio mask ``max(p ** mask_beta, 10 ** (mask_floor_db / 20))`` of the default output.
     """
 
     def __init__(self, kernel: str = "learned", C: float = 1.0, sigma: float | None = None, sigma_scale: float = 1.0,
                  gamma: float = 1.0, per_domain: int = 100, itml_mode: str = "lowrank", rank: int | None = None,
                  max_sweeps: int = 20, tol: float = 1e-3, max_train: int = 3000, units_per_mixture: int = 40,
                  lc_db: float = -10.0, pitch: str = "estimated", n_channels: int = N_CHANNELS, fmin: float = FMIN,
-                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural", itml_order: str = "given"):
+                 fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural", itml_order: str = "given",
+                 level_rms: float | None = LEVEL_RMS, calib_per_mixture: int = 8,
+                 mask_floor_db: float = RATIO_FLOOR_DB, mask_beta: float = RATIO_BETA):
         self.kernel = kernel
         self.C = C
         self.sigma = sigma
@@ -84,6 +115,10 @@ class Separator:
         self.seed = seed
         self.svm_prior = svm_prior
         self.itml_order = itml_order
+        self.level_rms = level_rms
+        self.calib_per_mixture = calib_per_mixture
+        self.mask_floor_db = mask_floor_db
+        self.mask_beta = mask_beta
 
     # -- scikit-learn conventions -------------------------------------------------------------
     @classmethod
@@ -123,6 +158,14 @@ class Separator:
                 raise InputError(f"{k} must be a positive number, got {v!r}")
         if self.sigma is not None and not (np.isfinite(self.sigma) and self.sigma > 0):
             raise InputError(f"sigma must be positive (or None for the median heuristic), got {self.sigma!r}")
+        if self.level_rms is not None and not (np.isfinite(self.level_rms) and self.level_rms > 0):
+            raise InputError(f"level_rms must be positive (or None: no level normalisation), got {self.level_rms!r}")
+        if int(self.calib_per_mixture) < 0:
+            raise InputError(f"calib_per_mixture must be >= 0, got {self.calib_per_mixture!r}")
+        if not (np.isfinite(self.mask_beta) and self.mask_beta > 0):
+            raise InputError(f"mask_beta must be a positive number, got {self.mask_beta!r}")
+        if np.isnan(self.mask_floor_db) or self.mask_floor_db > 0:
+            raise InputError(f"mask_floor_db must be <= 0 dB, got {self.mask_floor_db!r}")
         for k in ("per_domain", "max_train", "units_per_mixture", "max_sweeps"):
             if int(getattr(self, k)) < 1:
                 raise InputError(f"{k} must be >= 1")
@@ -166,7 +209,8 @@ class Separator:
 
             data = prepare(mixset, kernel_ids, pitch=self.pitch, lc_db=self.lc_db,
                            cfs=cfs_for(self.n_channels, self.fmin, self.fmax),
-                           units_per_mixture=self.units_per_mixture, seed=self.seed, executor=ex, progress=tick)
+                           units_per_mixture=self.units_per_mixture, seed=self.seed, level_rms=self.level_rms,
+                           calib_per_mixture=self.calib_per_mixture, executor=ex, progress=tick)
             if tune_set is not None:
                 from .tuning import tune_on_data
 
@@ -179,12 +223,16 @@ class Separator:
         from .parallel import executor as make_executor
 
         self.check_params()
+        if data.level_rms != self.level_rms:
+            raise InputError(f"the training data were analysed at level_rms={data.level_rms}, this separator has "
+                             f"level_rms={self.level_rms}: prepare them with the separator's setting")
         if self.kernel == "learned" and len(data.domains) < 2:
             raise InputError(f"kernel learning needs at least 2 noise conditions (domains); the set has {data.domains}")
         params = self.get_params()
         n_ch = len(data.cfs)
         jobs = ({"channel": c, "params": params, "mean": data.mean[c], "std": data.std[c], "svm": data.svm_units[c],
                  "kernel_units": data.kernel_units[c], "check": check,
+                 "calib": None if data.calib_units is None else data.calib_units[c],
                  "counts": None if data.class_counts is None else data.class_counts[c]} for c in range(n_ch))
         ex = make_executor() if executor is None else executor
         chans = []
@@ -204,7 +252,15 @@ class Separator:
         self.bias_ = np.array([ch["bias"] for ch in chans])
         self.sigma_ = np.array([ch["sigma"] for ch in chans])
         self.channel_info_ = [ch["info"] for ch in chans]
+        platt = [ch.get("platt") for ch in chans]
+        self.platt_ = None if any(p is None for p in platt) else np.array(platt, dtype=np.float64)
         self.training_ = {"digest": data.digest, "domains": data.domains, "pitch": data.pitch, **data.info}
+        if self.platt_ is not None:
+            self.training_["calibration"] = {
+                "method": "platt (Lin, Lin & Weng 2007)",
+                "units": f"{self.calib_per_mixture} per channel from each SVM-training mixture, uniform over its "
+                         "frames outside the SVM candidate pool (never in an SVM training sample), seeded by seed",
+                "per_channel": int(np.median([c.get("n_calib", 0) for c in self.channel_info_]))}
         return self
 
     # -- prediction ---------------------------------------------------------------------------
@@ -212,19 +268,29 @@ class Separator:
         if not hasattr(self, "points_"):
             raise InputError("this Separator is not fitted; call fit() or Separator.load()")
 
-    def decision_function(self, x: np.ndarray, f0: np.ndarray | None = None) -> np.ndarray:
-        """SVM decision values of every unit of ``x``: (C, M).  ``f0`` defaults to the pitch
-        tracked on ``x`` itself (estimated pitch)."""
-        return self._decision_and_responses(x, f0)[0]
+    def decision_function(self, x: np.ndarray, f0: np.ndarray | None = None, *,
+                          gain: float | None = None) -> np.ndarray:
+        """SVM decision values of every unit of ``x``: (C, M).
 
-    def _decision_and_responses(self, x, f0=None):
+        ``f0`` defaults to the pitch tracked on the (level-normalised) ``x`` itself (estimated
+        pitch).  ``gain`` is the analysis gain (default :meth:`analysis_gain` of ``x``; a
+        block-wise caller passes the one of the whole file)."""
+        return self._decision_and_responses(x, f0, gain)[0]
+
+    def analysis_gain(self, x: np.ndarray) -> float:
+        """The scalar gain applied to ``x`` before analysis: :func:`fastifkl.level.analysis_gain`
+        to ``level_rms``, or 1.0 for a model without level normalisation (format 1)."""
+        return analysis_gain_for(x, self.level_rms)
+
+    def _decision_and_responses(self, x, f0=None, gain=None):
         from . import features
         from .gammatone import filterbank
 
         self._check_fitted()
-        f0 = track_pitch(x) if f0 is None else f0
-        R = filterbank(x, SAMPLE_RATE, self.cfs_)
-        return self.decision_from_features(features.extract(R, f0, SAMPLE_RATE)), R
+        g = self.analysis_gain(x) if gain is None else float(gain)
+        f0 = track_pitch(g * x) if f0 is None else f0
+        R = filterbank(x, SAMPLE_RATE, self.cfs_)  # linear: the responses of g x are g R
+        return self.decision_from_features(features.extract(g * R if g != 1.0 else R, f0, SAMPLE_RATE)), R
 
     def decision_from_features(self, X: np.ndarray) -> np.ndarray:
         """Decision values (C, M) from raw unit features (M, C, D)."""
@@ -242,45 +308,84 @@ class Separator:
                 out[c] = gaussian_decision(Xn, self.points_[c], self.coef_[c], self.bias_[c], self.sigma_[c])
         return out
 
-    def mask_from_decision(self, d: np.ndarray) -> np.ndarray:
-        """The mask of units from their decision values (a per-unit function): (C, M) -> (C, M),
-        binary ``d > 0`` as uint8."""
-        from .blocks import binary_mask
-
-        return binary_mask(d)
-
     def predict_mask(self, x: np.ndarray, f0: np.ndarray | None = None) -> np.ndarray:
-        """Estimated mask (C, M) of the whole signal ``x`` (binary, uint8)."""
-        return self.mask_from_decision(self.decision_function(x, f0))
+        """Estimated binary mask (C, M), uint8."""
+        return self.mask_from_decision(self.decision_function(x, f0), "binary")
 
-    def separate(self, x: np.ndarray, *, return_mask: bool = False, block_seconds: float | None = BLOCK_SECONDS):
-        """Separated speech (N,) of a mixture (and the mask (C, M) when asked).
+    @property
+    def calibrated(self) -> bool:
+        """Whether the model holds its own Platt calibration (format 2), else :data:`FALLBACK_PLATT`."""
+        return getattr(self, "platt_", None) is not None
+
+    def posterior(self, d: np.ndarray) -> np.ndarray:
+        """Speech posteriors (C, M) of decision values (C, M): each channel's Platt sigmoid
+        ``1 / (1 + exp(A_c d + B_c))`` (:func:`fastifkl.svm.platt_posterior`)."""
+        from .svm import platt_posterior
+
+        self._check_fitted()
+        d = np.asarray(d, dtype=np.float64)
+        if d.ndim != 2 or d.shape[0] != len(self.cfs_):
+            raise InputError(f"decision values must be (channels={len(self.cfs_)}, frames), got {d.shape}")
+        if self.calibrated:
+            return platt_posterior(d, self.platt_[:, :1], self.platt_[:, 1:])
+        return platt_posterior(d, *FALLBACK_PLATT)
+
+    def mask_from_decision(self, d: np.ndarray, output: str = "ratio") -> np.ndarray:
+        """The output mask (C, M) of decision values (C, M): a pure per-unit function.
+
+        ``"ratio"``: :func:`fastifkl.masks.ratio` of :meth:`posterior` with ``mask_floor_db`` and
+        ``mask_beta`` (float64); ``"binary"``: ``d > 0`` (uint8), the SVM's sign: the paper's
+        mask, the one HIT-FA scores (independent of the calibration).
+        """
+        if output == "binary":
+            from .blocks import binary_mask
+
+            return binary_mask(d)
+        if output == "ratio":
+            from .masks import ratio
+
+            return ratio(self.posterior(d), self.mask_floor_db, self.mask_beta)
+        raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+
+    def separate(self, x: np.ndarray, *, output: str = "ratio", return_mask: bool = False,
+                 return_decision: bool = False, block_seconds: float | None = BLOCK_SECONDS):
+        """Separated speech (N,) of a mixture.
 
         Parameters
         ----------
         x : ndarray, shape (N,)
             Mixture, 16 kHz mono.
-        return_mask : bool
+        output : {"ratio", "binary"}
+            "ratio" (default; a soft mask from calibrated posteriors) or "binary" (the paper's
+            binary mask); see :meth:`mask_from_decision`.
+        return_mask, return_decision : bool
+            Add the (C, M) mask that was applied, and the (C, M) decision values (the binary
+            mask is ``d > 0``), in that order after ``y``.
         block_seconds : float or None
             Work in blocks of this many seconds (:mod:`fastifkl.blocks`; memory bounded by the
             block, the results those of the whole signal up to the filters' truncated memory);
             None: the whole signal at once (the reference path).
         """
         self._check_fitted()
+        if output not in OUTPUTS:
+            raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if block_seconds is None:
-            return self._separate_whole(x, return_mask)
-        from .blocks import separate_array
+            y, mask, d = self._separate_whole(x, output)
+        else:
+            from .blocks import separate_array
 
-        y, mask = separate_array(self, x, block_seconds=block_seconds, mask_fn=self.mask_from_decision)
-        return (y, mask) if return_mask else y
+            y, mask, d = separate_array(self, x, block_seconds=block_seconds,
+                                        mask_fn=lambda dd: self.mask_from_decision(dd, output))
+        out = (y,) + ((mask,) if return_mask else ()) + ((d,) if return_decision else ())
+        return out if len(out) > 1 else y
 
-    def _separate_whole(self, x: np.ndarray, return_mask: bool):
+    def _separate_whole(self, x: np.ndarray, output: str):
         from .gammatone import resynthesize
 
         d, R = self._decision_and_responses(x)
-        mask = self.mask_from_decision(d)
+        mask = self.mask_from_decision(d, output)
         y = resynthesize(x, mask, SAMPLE_RATE, self.cfs_, responses=R)
-        return (y, mask) if return_mask else y
+        return y, mask, d
 
     # -- model file -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, dtype=np.float16) -> Path:
@@ -306,7 +411,11 @@ class Separator:
             "training": self.training_,
             "channels": self.channel_info_,
         }
+        if self.calibrated:
+            meta["calibration"] = {"kind": "platt", "array": "platt", "columns": ["A", "B"]}
         arrays = {"mean": self.mean_, "std": self.std_, "bias": self.bias_, "sigma": self.sigma_}
+        if self.calibrated:
+            arrays["platt"] = np.asarray(self.platt_, dtype=np.float64)
         for c, (Z, a) in enumerate(zip(self.points_, self.coef_)):
             arrays[f"ch{c:03d}_points"] = np.asarray(Z, dtype=dtype)
             arrays[f"ch{c:03d}_coef"] = np.asarray(a, dtype=np.float64)
@@ -320,6 +429,10 @@ class Separator:
         meta, arrays = model_file.read(path)
         try:
             params = {k: v for k, v in meta["params"].items() if k in cls.param_names()}
+            if meta.get("format_version") == 1:
+                # format 1 (before issue 11): trained on signals as they were, no calibration
+                params["level_rms"] = None
+                params["calib_per_mixture"] = 0
             cfs = np.asarray(meta["cfs"], dtype=np.float64)
             n_dims = int(meta["n_dims"])
             if meta.get("sample_rate") != SAMPLE_RATE:
@@ -343,6 +456,9 @@ class Separator:
             a = model_file.expect(path, arrays, f"ch{c:03d}_coef", np.float64, (Z.shape[0],))
             sep.points_.append(Z.astype(np.float32))  # float16 on disk -> exact in float32
             sep.coef_.append(a)
+        sep.platt_ = None
+        if "platt" in arrays:
+            sep.platt_ = model_file.expect(path, arrays, "platt", np.float64, (n_ch, 2))
         sep.channel_info_ = meta.get("channels", [])
         sep.training_ = meta.get("training", {})
         sep.meta_ = meta

@@ -11,6 +11,10 @@ convention is ours and fixed: ``decision > 0`` means label 1 (target-dominated u
 order LIBSVM assigned to the labels internally.
 
 Training sets are capped per channel by :func:`balanced_subsample` (class-balanced, seeded).
+
+Posteriors: :func:`platt_fit` calibrates decision values into P(label 1 | decision) =
+1 / (1 + exp(A f + B)) (Platt 1999, with the numerically safe Newton method of Lin, Lin & Weng
+2007; REFERENCE section 11) on units the SVM did not train on; :func:`platt_posterior` applies it.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import numpy as np
 
 from .errors import InputError, ModelError
 
-__all__ = ["ChannelSVM", "balanced_subsample", "prior_subsample"]
+__all__ = ["ChannelSVM", "balanced_subsample", "prior_subsample", "platt_fit", "platt_objective", "platt_posterior"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,3 +394,105 @@ class ChannelSVM:
         obj.constant_ = constant
         obj.n_train_ = n_train
         return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Platt scaling (REFERENCE section 11)
+# --------------------------------------------------------------------------------------------
+def _platt_targets(labels: np.ndarray) -> np.ndarray:
+    """Platt's smoothed targets: (N+ + 1) / (N+ + 2) for label 1, 1 / (N- + 2) for label 0."""
+    pos = labels > 0
+    n_pos = int(pos.sum())
+    n_neg = int(pos.size - n_pos)
+    return np.where(pos, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+
+def platt_objective(A: float, B: float, decision: np.ndarray, labels: np.ndarray) -> float:
+    """Platt's cross-entropy of ``P = 1 / (1 + exp(A f + B))`` against the smoothed targets.
+
+    ``sum_i t_i z_i + log(1 + exp(-z_i))`` with ``z_i = A f_i + B`` (Lin, Lin & Weng 2007, Eq. 4
+    written without the branch: both of their cases equal this), evaluated without overflow.
+    """
+    f = np.asarray(decision, dtype=np.float64)
+    t = _platt_targets(np.asarray(labels))
+    z = A * f + B
+    return float(np.sum(t * z + np.logaddexp(0.0, -z)))
+
+
+def platt_fit(decision: np.ndarray, labels: np.ndarray, *, max_iter: int = 100, min_step: float = 1e-10,
+              sigma: float = 1e-12, eps: float = 1e-5) -> tuple[float, float]:
+    """Fit Platt's sigmoid ``P(label 1 | f) = 1 / (1 + exp(A f + B))`` to decision values.
+
+    Newton's method with a backtracking line search and a tiny ridge on the Hessian, as in
+    Lin, Lin & Weng (2007), "A note on Platt's probabilistic outputs for support vector
+    machines", Algorithm 1: start at ``A = 0``, ``B = log((N- + 1) / (N+ + 1))``; stop when both
+    gradient components are below ``eps``, after ``max_iter`` iterations, or when the line search
+    cannot decrease the objective (:func:`platt_objective`) by a step of at least ``min_step``.
+
+    Parameters
+    ----------
+    decision : ndarray, shape (n,)
+        Decision values of units the SVM did NOT train on (on its own training points they are
+        biased towards the margin and the fit is over-confident).
+    labels : ndarray, shape (n,)
+        Their labels in {0, 1} (the IBM); any value > 0 counts as 1.
+
+    Returns
+    -------
+    (A, B) : floats.  ``A < 0`` when larger decision values mean label 1, as they should.
+    """
+    f = np.asarray(decision, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if f.shape != y.shape:
+        raise InputError(f"decision values {f.shape} and labels {y.shape} differ in shape")
+    if f.size == 0:
+        raise InputError("Platt scaling needs at least one decision value")
+    if not np.all(np.isfinite(f)):
+        raise InputError("decision values hold NaN or infinite values")
+    n_pos = int(np.count_nonzero(y > 0))
+    n_neg = f.size - n_pos
+    t = _platt_targets(y)
+    A, B = 0.0, float(np.log((n_neg + 1.0) / (n_pos + 1.0)))
+
+    def objective(a, b):
+        z = a * f + b
+        return float(np.sum(t * z + np.logaddexp(0.0, -z)))
+
+    fval = objective(A, B)
+    for _ in range(max_iter):
+        z = A * f + B
+        p = 0.5 * (1.0 - np.tanh(0.5 * z))  # 1 / (1 + exp(z)), no overflow
+        d2 = p * (1.0 - p)
+        h11 = sigma + float(np.dot(f * f, d2))
+        h22 = sigma + float(d2.sum())
+        h21 = float(np.dot(f, d2))
+        d1 = t - p
+        g1 = float(np.dot(f, d1))
+        g2 = float(d1.sum())
+        if abs(g1) < eps and abs(g2) < eps:
+            break
+        det = h11 * h22 - h21 * h21
+        dA = -(h22 * g1 - h21 * g2) / det
+        dB = -(-h21 * g1 + h11 * g2) / det
+        gd = g1 * dA + g2 * dB
+        step = 1.0
+        while step >= min_step:
+            nA, nB = A + step * dA, B + step * dB
+            nf = objective(nA, nB)
+            if nf < fval + 1e-4 * step * gd:
+                A, B, fval = nA, nB, nf
+                break
+            step /= 2.0
+        else:  # no step decreases the objective: we are at the minimum to machine precision
+            break
+    return float(A), float(B)
+
+
+def platt_posterior(decision: np.ndarray, A: float | np.ndarray, B: float | np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(A f + B))`` elementwise, without overflow.
+
+    ``A`` and ``B`` may be arrays broadcasting against ``decision`` (e.g. shape (C, 1) for one
+    sigmoid per channel of a (C, M) array of decision values).
+    """
+    z = np.asarray(A) * np.asarray(decision, dtype=np.float64) + np.asarray(B)
+    return 0.5 * (1.0 - np.tanh(0.5 * z))

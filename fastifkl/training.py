@@ -85,10 +85,26 @@ def pitch_source(mx, pitch: str) -> np.ndarray:
     return mx.speech if pitch == "true" else mx.mixture
 
 
-def analyse(mx, cfs: np.ndarray, pitch: str, lc_db: float) -> tuple[np.ndarray, np.ndarray]:
-    """Unit features (M, C, D) of a mixture with the pitch of the setting, and its IBM (C, M)."""
-    X = unit_features(mx.mixture, cfs, track_pitch(pitch_source(mx, pitch)))
+def analyse(mx, cfs: np.ndarray, pitch: str, lc_db: float,
+            level_rms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unit features (M, C, D) of a mixture with the pitch of the setting, and its IBM (C, M).
+
+    With ``level_rms`` the features (and the pitch) are computed on the mixture scaled to that
+    RMS (:func:`fastifkl.level.analysis_gain` of the mixture; the premixed speech of "true" pitch
+    gets the same gain), as :class:`~fastifkl.separator.Separator` does with its inputs; None
+    analyses the signals as they are (models from before format 2).  The IBM is a ratio and does
+    not depend on the level.
+    """
+    g = analysis_gain_for(mx.mixture, level_rms)
+    X = unit_features(g * mx.mixture, cfs, track_pitch(g * pitch_source(mx, pitch)))
     return X, ideal_mask(mx.speech, mx.noise, cfs, lc_db)
+
+
+def analysis_gain_for(x: np.ndarray, level_rms: float | None) -> float:
+    """:func:`fastifkl.level.analysis_gain` of ``x`` to ``level_rms``; 1.0 when ``level_rms`` is None."""
+    from .level import analysis_gain
+
+    return 1.0 if level_rms is None else analysis_gain(x, level_rms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +137,12 @@ class TrainingData:
     # (C, 2) IBM counts (label 0, label 1) per channel over all frames of the SVM-training
     # mixtures: the class prior the SVM training sample can be drawn with (``svm_prior``)
     class_counts: np.ndarray | None = None
+    # per channel: units of the SVM-training mixtures drawn uniformly over frames (the natural
+    # class prior) from the frames NOT in the SVM candidate pool, so never in the SVM's training
+    # sample: Platt calibration (``calib_per_mixture`` per mixture; empty when 0)
+    calib_units: list[ChannelUnits] | None = None
+    # the RMS the mixtures were scaled to before analysis (None: analysed as they were)
+    level_rms: float | None = None
 
 
 def _mixture_units(job: dict) -> dict:
@@ -128,10 +150,13 @@ def _mixture_units(job: dict) -> dict:
     from .features import moments
 
     _, mx = mixture_from_job(job)
-    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"])
+    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"], job.get("level_rms"))
     rng = np.random.default_rng(job["seed"])
+    # calibration frames come from their own stream: the pool is the same with or without them
+    rng_cal = np.random.default_rng([*job["seed"], 1])
+    n_cal = job.get("calib", 0) if job["role"] == "svm" else 0
     cap = job["cap"]
-    picks = []
+    picks, calib = [], []
     for c in range(X.shape[1]):
         y = ibm[c]
         sel = []
@@ -142,14 +167,21 @@ def _mixture_units(job: dict) -> dict:
             sel.append(idx)
         sel = np.concatenate(sel)
         picks.append((X[sel, c, :].copy(), y[sel].astype(np.int8)))
+        if n_cal:
+            free = np.setdiff1d(np.arange(y.size), sel, assume_unique=False)
+            cal = np.sort(rng_cal.choice(free, min(n_cal, free.size), replace=False))
+            calib.append((X[cal, c, :].astype(np.float32), y[cal].astype(np.int8)))
     n1 = ibm.astype(np.int64).sum(axis=1)
     counts = np.stack([ibm.shape[1] - n1, n1], axis=1)  # (C, 2)
-    return {"stats": moments(X), "picks": picks, "role": job["role"], "domain": job["domain"], "counts": counts}
+    return {"stats": moments(X), "picks": picks, "calib": calib, "role": job["role"], "domain": job["domain"],
+            "counts": counts}
 
 
 def _stack(pool: list) -> ChannelUnits:
     if not pool:
         return ChannelUnits(np.zeros((0, 0)), np.zeros(0, np.int8), np.zeros(0, np.int16))
+    if len(pool) == 1:
+        return ChannelUnits(*pool[0])
     return ChannelUnits(np.concatenate([a for a, _, _ in pool]), np.concatenate([b for _, b, _ in pool]),
                         np.concatenate([d for _, _, d in pool]))
 
@@ -163,6 +195,8 @@ def prepare(
     cfs: np.ndarray | None = None,
     units_per_mixture: int = 40,
     seed: int = 0,
+    level_rms: float | None = None,
+    calib_per_mixture: int = 0,
     executor=None,
     progress=None,
 ) -> TrainingData:
@@ -176,6 +210,12 @@ def prepare(
     units_per_mixture : int
         Units per class and channel kept from each mixture (a class-balanced pool from which
         the per-channel caps are drawn later).
+    level_rms : float or None
+        Analyse each mixture scaled to this RMS (see :func:`analyse`); None: as it is.
+    calib_per_mixture : int
+        Calibration units per channel drawn from each SVM-training mixture, uniformly over its
+        frames outside the candidate pool (so never in an SVM's training sample; natural class
+        prior): ``TrainingData.calib_units``, on which each channel's Platt sigmoid is fitted.
     executor : parallel executor, optional (default: a serial one)
     progress : callable(), optional; called once per analysed mixture.
     """
@@ -190,10 +230,12 @@ def prepare(
         kernel_ids = default_kernel_ids(entries, seed)
     domains = sorted({e.domain for e in entries})
     jobs = [mixture_job(mixset, e, cfs=cfs.tolist(), pitch=pitch, lc_db=lc_db, cap=units_per_mixture, seed=[seed, k],
-                        role="kernel" if e.id in kernel_ids else "svm", domain=domains.index(e.domain))
+                        role="kernel" if e.id in kernel_ids else "svm", domain=domains.index(e.domain),
+                        level_rms=level_rms, calib=int(calib_per_mixture))
             for k, e in enumerate(entries)]
     n_ch = len(cfs)
-    pools = {"kernel": [[] for _ in range(n_ch)], "svm": [[] for _ in range(n_ch)]}
+    pools = {"kernel": [[] for _ in range(n_ch)], "svm": [[] for _ in range(n_ch)],
+             "calib": [[] for _ in range(n_ch)]}
     norm = Normalizer()
     counts = np.zeros((n_ch, 2), dtype=np.int64)
     ex = make_executor() if executor is None else executor
@@ -204,6 +246,8 @@ def prepare(
                 counts += res["counts"]
             for c, (Xc, yc) in enumerate(res["picks"]):
                 pools[res["role"]][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
+            for c, (Xc, yc) in enumerate(res["calib"]):
+                pools["calib"][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
             if progress is not None:
                 progress()
     finally:
@@ -222,6 +266,8 @@ def prepare(
         pitch=pitch,
         info={"mixtures": len(jobs), "kernel_mixtures": n_kernel, "svm_mixtures": len(jobs) - n_kernel},
         class_counts=counts,
+        calib_units=[_stack(p) for p in pools["calib"]] if calib_per_mixture else None,
+        level_rms=level_rms,
     )
 
 

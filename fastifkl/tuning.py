@@ -19,7 +19,7 @@ def _tune_job(job: dict) -> tuple:
     from .training import analyse, mixture_from_job
 
     _, mx = mixture_from_job(job)
-    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"])
+    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"], job.get("level_rms"))
     chans = job["channels"]
     return X[:, chans, :], ibm[chans]
 
@@ -29,7 +29,8 @@ def _subset(data, chans):
 
     return replace(data, cfs=data.cfs[chans], kernel_units=[data.kernel_units[c] for c in chans],
                    svm_units=[data.svm_units[c] for c in chans], mean=data.mean[chans], std=data.std[chans],
-                   class_counts=None if data.class_counts is None else data.class_counts[chans])
+                   class_counts=None if data.class_counts is None else data.class_counts[chans],
+                   calib_units=None)  # trials are scored on the binary mask: no calibration needed
 
 
 def tune_on_data(sep, data, tune_set, *, executor, channel_step: int = 4, progress=None, log=None) -> dict:
@@ -38,7 +39,8 @@ def tune_on_data(sep, data, tune_set, *, executor, channel_step: int = 4, progre
     from .training import mixture_job
 
     chans = list(range(0, len(data.cfs), channel_step))
-    jobs = [mixture_job(tune_set, e, cfs=data.cfs.tolist(), pitch=sep.pitch, lc_db=sep.lc_db, channels=chans)
+    jobs = [mixture_job(tune_set, e, cfs=data.cfs.tolist(), pitch=sep.pitch, lc_db=sep.lc_db, channels=chans,
+                        level_rms=sep.level_rms)
             for e in tune_set.entries]
     tune = list(executor.imap(_tune_job, jobs))
     sub = _subset(data, chans)

@@ -110,6 +110,41 @@ def test_mix_set_is_regenerated_bit_for_bit(tmp_path):
     assert (out2 / "manifest.jsonl").read_text().replace("set2", "set") == (out / "manifest.jsonl").read_text()
 
 
+def test_mix_several_snrs_drawn_snrs_and_append(tmp_path):
+    make_corpus(tmp_path / "c")
+    sp, nz = str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise")
+    out = tmp_path / "set"
+    r = runner.invoke(app, ["mix", sp, nz, "-o", str(out), "--split", "train", "--noises", "hiss,hum",
+                            "--snr", "-5,0,5", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    ms = MixtureSet.load(out)
+    assert len(ms) == 12 and len({e.id for e in ms}) == 12
+    assert sorted(e.snr_db for e in ms) == [-5.0] * 4 + [0.0] * 4 + [5.0] * 4
+    for e in ms:
+        mx = ms.mixture(e)
+        assert 10 * np.log10(np.sum(mx.speech ** 2) / np.sum(mx.noise ** 2)) == pytest.approx(e.snr_db, abs=1e-9)
+    # one drawn SNR per pair: the offsets of a single-SNR set with the same seed, SNRs from the list
+    r = runner.invoke(app, ["mix", sp, nz, "-o", str(tmp_path / "draw"), "--split", "train", "--noises", "hiss,hum",
+                            "--snr", "-5,0,5", "--draw-snr", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    runner.invoke(app, ["mix", sp, nz, "-o", str(tmp_path / "one"), "--split", "train", "--noises", "hiss,hum",
+                        "--seed", "1"])
+    draw, one = MixtureSet.load(tmp_path / "draw"), MixtureSet.load(tmp_path / "one")
+    assert [e.offset for e in draw] == [e.offset for e in one] and [e.id for e in draw] == [e.id for e in one]
+    assert {e.snr_db for e in draw} <= {-5.0, 0.0, 5.0}
+    # --append adds to a set; an id already there is refused (exit 2, one line)
+    r = runner.invoke(app, ["mix", sp, nz, "-o", str(tmp_path / "one"), "--split", "train", "--noises", "hiss",
+                            "--append"])
+    assert r.exit_code == 2 and "already in the set" in r.output
+    r = runner.invoke(app, ["mix", sp, nz, "-o", str(tmp_path / "one"), "--split", "test", "--noises", "hiss",
+                            "--append", "--snr", "3"])
+    assert r.exit_code == 0, r.output
+    both = MixtureSet.load(tmp_path / "one")
+    assert len(both) == len(one) + 1 and both.entries[:len(one)] == one.entries and both.entries[-1].snr_db == 3.0
+    r = runner.invoke(app, ["mix", sp, nz, "-o", str(tmp_path / "bad"), "--snr", "loud"])
+    assert r.exit_code == 2 and "--snr must be" in r.output
+
+
 def test_mix_errors(tmp_path):
     make_corpus(tmp_path / "c")
     r = runner.invoke(app, ["mix", str(tmp_path / "c" / "speech"), str(tmp_path / "c" / "noise"),

@@ -46,3 +46,18 @@ def test_perfect_and_empty():
     assert s["hit"] == 1 and s["fa"] == 0 and s["accuracy"] == 1
     s = masks.scores(np.zeros((2, 2)), np.zeros((2, 2)))
     assert np.isnan(s["hit"]) and s["fa"] == 0
+
+
+def test_ratio_mask_definition():
+    rng = np.random.default_rng(0)
+    p = rng.random((4, 30))
+    m = masks.ratio(p, floor_db=-15.0, beta=1.0)
+    np.testing.assert_allclose(m, np.maximum(p, 10 ** (-15 / 20)))
+    assert masks.ratio(np.zeros((1, 3)), -20.0).tolist() == [[0.1, 0.1, 0.1]]  # -20 dB of amplitude = 0.1
+    np.testing.assert_array_equal(masks.ratio(np.ones((2, 2)), -15.0, 2.0), np.ones((2, 2)))
+    np.testing.assert_allclose(masks.ratio(p, -np.inf, 2.0), p ** 2)
+    np.testing.assert_allclose(masks.ratio(np.full((1, 1), 0.25), -40.0, 0.5), [[0.5]])
+    for bad in (dict(posterior=p + 1), dict(posterior=p, beta=0.0), dict(posterior=p, floor_db=3.0),
+                dict(posterior=np.full((1, 1), np.nan))):
+        with pytest.raises(Exception, match="posteriors|beta|floor_db"):
+            masks.ratio(**bad)

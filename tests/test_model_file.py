@@ -243,8 +243,8 @@ def test_meta_json_bombs_and_duplicates(tmp_path, good):
 
 @pytest.mark.parametrize("case, msg", [
     ("truncated", "corrupt or truncated"), ("not_zip", "corrupt or truncated"), ("empty", "corrupt or truncated"),
-    ("older", "format version 0 .* is not the version this fastifkl reads .1.; retrain"),
-    ("newer", "format version 2 .* newer than the version this fastifkl reads .1.; upgrade"),
+    ("older", "format version 0 .* is not the versions this fastifkl reads .1, 2.; retrain"),
+    ("newer", "format version 3 .* newer than the versions this fastifkl reads .1, 2.; upgrade"),
     ("not_json", "corrupt model file .meta.json is not valid JSON"), ("foreign", "not a fastifkl model"),
     ("missing", "corrupt model file .array 'ch001_coef' is missing"), ("bad_cfs", "'cfs' is not a list"),
     ("bad_dims", "'n_dims' is -1"), ("lzma", "compression method 14"), ("no_file", "model file not found"),
@@ -265,7 +265,7 @@ def test_broken_files(good, tmp_path, case, msg):
     elif case == "older":
         rewrite(good, f, meta_raw=meta_with(format_version=0))
     elif case == "newer":
-        rewrite(good, f, meta_raw=meta_with(format_version=2))
+        rewrite(good, f, meta_raw=meta_with(format_version=3))
     elif case == "not_json":
         rewrite(good, f, meta_raw=lambda b: b"{not json")
     elif case == "foreign":
@@ -329,3 +329,49 @@ for f in {[str(evil), str(bomb), str(good)]!r}:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["refused", str(evil), "refused", str(bomb), "ok", str(good)]
+
+
+# ---- format 2 (calibration) and the format-1 fallback -------------------------------------------
+def test_calibrated_model_round_trip_and_missing_platt(tmp_path):
+    from fastifkl.separator import Separator
+
+    path = tiny_model(tmp_path / "cal.fkl", n_channels=3, n_points=5, platt=True)
+    meta, arrays = model_file.read(path)
+    assert meta["format_version"] == 2 and "platt" in model_file.layout(path, meta)
+    sep = Separator.load(path)
+    assert sep.calibrated and sep.platt_.shape == (3, 2) and sep.level_rms is not None
+    refused(rewrite(path, tmp_path / "noplatt.fkl", drop=("platt.npy",)), "array 'platt' is missing")
+    refused(rewrite(path, tmp_path / "badplatt.fkl", replace={"platt.npy": npy_bytes(np.zeros((3, 3)))}),
+            "'platt' has shape")
+
+
+def test_format_1_file_loads_with_the_documented_fallback(tmp_path):
+    """A model written before issue 11 (format 1: no calibration, no level normalisation)."""
+    from fastifkl.separator import FALLBACK_PLATT, Separator
+
+    path = tiny_model(tmp_path / "new.fkl", n_channels=3, n_points=5)
+
+    def v1(b):
+        meta = json.loads(b)
+        meta["format_version"] = 1
+        for k in ("level_rms", "calib_per_mixture", "mask_floor_db", "mask_beta"):
+            meta["params"].pop(k)
+        return json.dumps(meta).encode()
+
+    old = rewrite(path, tmp_path / "old.fkl", meta_raw=v1)
+    sep = Separator.load(old)
+    assert sep.meta_["format_version"] == 1
+    assert sep.level_rms is None and not sep.calibrated
+    d = np.random.default_rng(0).normal(size=(3, 20))
+    A, B = FALLBACK_PLATT
+    np.testing.assert_allclose(sep.posterior(d), 1 / (1 + np.exp(A * d + B)), rtol=1e-12)
+    x = 0.01 * np.random.default_rng(1).standard_normal(8000)
+    assert sep.analysis_gain(x) == 1.0  # analysed as it is
+    from typer.testing import CliRunner
+
+    from fastifkl.cli import app
+
+    out = CliRunner().invoke(app, ["info", str(old)]).output
+    assert "level: none" in out and "calibration: none in the file" in out and "fallback" in out
+    out = CliRunner().invoke(app, ["info", str(tiny_model(tmp_path / "c.fkl", 3, 5, platt=True))]).output
+    assert "calibration: Platt per channel" in out and "level: every input is scaled to RMS" in out

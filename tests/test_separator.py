@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fastifkl.cli import app
 from fastifkl.corpus import MixtureSet, scan, select_noises
 from fastifkl.errors import InputError, ModelError
+from fastifkl.level import LEVEL_RMS
 from fastifkl.parallel import executor
 from fastifkl.separator import Separator
 from fastifkl.training import prepare
@@ -37,7 +38,7 @@ def data(corpus):
     _, train, _ = corpus
     from fastifkl.training import cfs_for
 
-    return prepare(train, None, cfs=cfs_for(8), units_per_mixture=15, seed=0)
+    return prepare(train, None, cfs=cfs_for(8), units_per_mixture=15, seed=0, level_rms=LEVEL_RMS, calib_per_mixture=8)
 
 
 def test_prepare_uses_kernel_split_and_balances(data):
@@ -126,9 +127,17 @@ def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
     assert back.points_[0].dtype == np.float32
     assert np.mean((d1 > 0) == (d2 > 0)) > 0.99
     assert np.max(np.abs(d1 - d2)) < 0.05 * (np.max(np.abs(d1)) + 1e-12) + 1e-3
-    y, mask = back.separate(mx.mixture, return_mask=True)
+    y, mask = back.separate(mx.mixture, output="binary", return_mask=True)
     assert y.shape == mx.mixture.shape and mask.shape == d2.shape and set(np.unique(mask)) <= {0, 1}
     np.testing.assert_array_equal(mask, (d2 > 0).astype(np.uint8))
+    # the default output: the ratio mask of the calibrated posteriors, from the same decision values
+    assert back.calibrated and back.platt_.shape == (8, 2) and np.all(back.platt_[:, 0] < 0)
+    np.testing.assert_array_equal(back.platt_, sep.platt_)
+    y2, soft, d3 = back.separate(mx.mixture, return_mask=True, return_decision=True)
+    np.testing.assert_array_equal(d3, d2)
+    p = 1.0 / (1.0 + np.exp(back.platt_[:, :1] * d2 + back.platt_[:, 1:]))
+    np.testing.assert_allclose(soft, np.maximum(p, 10 ** (back.mask_floor_db / 20)), rtol=1e-12)
+    assert y2.shape == y.shape and not np.array_equal(y2, y)
     # the float32 kernel path agrees with the float64 one on the same (loaded) points
     from fastifkl.kernels import gaussian_decision
 
@@ -137,6 +146,28 @@ def test_save_load_roundtrip_and_masks(corpus, data, tmp_path):
     d32 = gaussian_decision(X, back.points_[c], back.coef_[c], back.bias_[c], back.sigma_[c])
     d64 = gaussian_decision(X, back.points_[c].astype(np.float64), back.coef_[c], back.bias_[c], back.sigma_[c])
     np.testing.assert_allclose(d32, d64, rtol=1e-4, atol=1e-4 * np.abs(back.coef_[c]).sum())
+
+
+@pytest.mark.parametrize("kernel", ["gaussian"])
+def test_mask_does_not_depend_on_the_input_level(corpus, data, kernel):
+    """The same recording 20 dB quieter or louder gives the same binary mask (<= 1 % of units)."""
+    _, _, test = corpus
+    sep = Separator(kernel=kernel, **SMALL).fit_data(data)
+    x = test.mixture(test.entries[0]).mixture
+    d0 = sep.decision_function(x)
+    for db in (-20.0, 20.0):
+        d = sep.decision_function(10 ** (db / 20) * x)
+        assert np.mean((d > 0) != (d0 > 0)) <= 0.01
+        np.testing.assert_allclose(d, d0, atol=1e-6 * np.abs(d0).max())
+    # the test can fail: analysed without following the level (the gain of the unscaled input),
+    # the features move and so does the mask
+    d_fixed = sep.decision_function(10.0 * x, gain=sep.analysis_gain(x))
+    assert np.mean((d_fixed > 0) != (d0 > 0)) > 0.01
+
+
+def test_training_data_must_match_the_level_setting(data):
+    with pytest.raises(InputError, match="level_rms"):
+        Separator(kernel="gaussian", level_rms=None, **SMALL).fit_data(data)
 
 
 def test_model_files_are_deterministic_serial_processes_dask(data, tmp_path):
@@ -217,6 +248,21 @@ def test_cli_train_separate_evaluate_info(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     # same model, same input -> identical bytes
     assert (tmp_path / "o2" / "mix0.sep.wav").read_bytes() == (out / "mix0.sep.wav").read_bytes()
+    # the default output is the ratio mask; --output binary the paper's; --mask writes the binary mask either way
+    sep = Separator.load(model)
+    x = test.mixture(test.entries[0]).mixture.astype(np.float32).astype(np.float64)
+    d = sep.decision_function(x)
+    np.testing.assert_array_equal(np.load(out / "mix0.mask.npy"), (d > 0).astype(np.uint8))
+    np.testing.assert_allclose(y, sep.separate(x), atol=1e-6)
+    r = runner.invoke(app, ["separate", str(ind / "mix0.wav"), "-m", str(model), "-o", str(tmp_path / "o3"),
+                            "--output", "binary", "--mask", "-q"])
+    assert r.exit_code == 0, r.output
+    yb, _ = sf.read(tmp_path / "o3" / "mix0.sep.wav")
+    np.testing.assert_allclose(yb, sep.separate(x, output="binary"), atol=1e-6)
+    assert np.max(np.abs(yb - y)) > 1e-3
+    np.testing.assert_array_equal(np.load(tmp_path / "o3" / "mix0.mask.npy"), np.load(out / "mix0.mask.npy"))
+    r = runner.invoke(app, ["separate", str(ind / "mix0.wav"), "-m", str(model), "--output", "soft"])
+    assert r.exit_code == 2 and "--output must be one of ratio, binary" in r.output
     rep = tmp_path / "rep.json"
     r = runner.invoke(app, ["evaluate", str(model), str(test.directory), "--report", str(rep),
                             "--plot", str(tmp_path / "fig"), "-q"])

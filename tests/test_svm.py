@@ -201,3 +201,80 @@ def test_prior_subsample_keeps_the_wanted_class_mix():
     np.testing.assert_array_equal(prior_subsample(labels, 10, 0.0, 0), balanced_subsample(labels, 10, 0))
     with pytest.raises(InputError, match="prior"):
         prior_subsample(labels, 10, 1.5, 0)
+
+
+# ---- Platt scaling ---------------------------------------------------------------------------
+def _platt_data(seed, n=3000, A=-1.7, B=0.4):
+    """Decision values and labels drawn from a known sigmoid P(1 | f) = 1 / (1 + exp(A f + B))."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(0.0, 1.5, n)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(A * f + B))).astype(np.int8)
+    return f, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_platt_fit_is_the_minimum_scipy_finds(seed):
+    from scipy.optimize import minimize
+
+    from fastifkl.svm import platt_fit, platt_objective
+
+    f, y = _platt_data(seed)
+    A, B = platt_fit(f, y)
+    ref = minimize(lambda ab: platt_objective(ab[0], ab[1], f, y), x0=[0.0, 0.0], method="Nelder-Mead",
+                   options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
+    assert platt_objective(A, B, f, y) <= ref.fun + 1e-9
+    np.testing.assert_allclose([A, B], ref.x, atol=1e-4)
+    # and the objective is Platt's cross-entropy against the smoothed targets, written out
+    n1, n0 = int(y.sum()), int((1 - y).sum())
+    t = np.where(y > 0, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))
+    p = 1 / (1 + np.exp(A * f + B))
+    assert platt_objective(A, B, f, y) == pytest.approx(-np.sum(t * np.log(p) + (1 - t) * np.log(1 - p)), rel=1e-10)
+
+
+def test_platt_fit_matches_scikit_learn_and_recovers_the_sigmoid():
+    calibration = pytest.importorskip("sklearn.calibration")
+    from fastifkl.svm import platt_fit
+
+    f, y = _platt_data(5, n=20000)
+    A, B = platt_fit(f, y)
+    a_ref, b_ref = calibration._sigmoid_calibration(f, y)  # scikit-learn's own Platt fit (L-BFGS)
+    np.testing.assert_allclose([A, B], [a_ref, b_ref], rtol=1e-3, atol=1e-4)
+    assert A == pytest.approx(-1.7, abs=0.1) and B == pytest.approx(0.4, abs=0.1)
+
+
+def test_platt_fit_degenerate_inputs_stay_finite():
+    import warnings
+
+    from fastifkl.svm import platt_fit, platt_posterior
+
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or division warnings
+        f = np.concatenate([rng.uniform(1, 50, 100), rng.uniform(-50, -1, 100)])  # separable, huge margins
+        y = (f > 0).astype(int)
+        A, B = platt_fit(f, y)
+        assert np.isfinite([A, B]).all() and A < 0
+        p = platt_posterior(f, A, B)
+        # the smoothed targets keep the slope finite: p > 1/2 on the positive side, near 1 far out
+        assert np.all(p[y == 1] > 0.5) and np.all(p[y == 0] < 0.5)
+        assert p[np.argmax(f)] > 0.999 and p[np.argmin(f)] < 0.001
+        # one class only: the posterior is Platt's smoothed target everywhere
+        A, B = platt_fit(rng.normal(size=50), np.ones(50))
+        np.testing.assert_allclose(platt_posterior(np.linspace(-3, 3, 7), A, B), 51 / 52, atol=1e-3)
+        # constant decision values: the posterior is the mean smoothed target
+        A, B = platt_fit(np.zeros(40), np.r_[np.ones(10), np.zeros(30)])
+        assert platt_posterior(0.0, A, B) == pytest.approx((10 * 11 / 12 + 30 / 32) / 40, abs=1e-6)
+        assert np.all(np.isfinite(platt_posterior(np.array([-1e300, 1e300]), -2.0, 0.0)))
+    with pytest.raises(InputError):
+        platt_fit(np.zeros(0), np.zeros(0))
+    with pytest.raises(InputError):
+        platt_fit(np.array([np.nan, 1.0]), np.array([0, 1]))
+
+
+def test_platt_posterior_formula_and_broadcasting():
+    from fastifkl.svm import platt_posterior
+
+    d = np.random.default_rng(1).normal(size=(3, 20))
+    A = np.array([[-1.0], [-2.0], [-0.5]])
+    B = np.array([[0.0], [0.3], [-0.2]])
+    np.testing.assert_allclose(platt_posterior(d, A, B), 1 / (1 + np.exp(A * d + B)), rtol=1e-13)

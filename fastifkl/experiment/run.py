@@ -44,14 +44,18 @@ def _test_job(job: dict) -> dict:
 
     entry, mx = mixture_from_job(job)
     first = next(iter(job["models"].values()))
-    cfs = cached_model(first["G-SVM"]).cfs_
+    model0 = cached_model(first["G-SVM"])
+    cfs = model0.cfs_
     R = filterbank(mx.mixture, SAMPLE_RATE, cfs)
     E = cochleagram(R)
     ibm = ideal_mask(mx.speech, mx.noise, cfs, job["lc_db"])
-    base = features.base_features(R, None, SAMPLE_RATE, ["ams", "rasta_plp", "mfcc"])
+    g = model0.analysis_gain(mx.mixture)  # every model of the protocol is trained with the same level setting
+    Rg = g * R if g != 1.0 else R
+    base = features.base_features(Rg, None, SAMPLE_RATE, ["ams", "rasta_plp", "mfcc"])
     masks: dict[str, np.ndarray] = {"IBM": ibm, "MMSE": np.asarray(mmse_mask(mx.mixture, cfs, job["lc_db"]))}
     for p, paths in job["models"].items():
-        base["pitch"] = features.base_features(R, track_pitch(pitch_source(mx, p)), SAMPLE_RATE, ["pitch"])["pitch"]
+        f0 = track_pitch(g * pitch_source(mx, p))
+        base["pitch"] = features.base_features(Rg, f0, SAMPLE_RATE, ["pitch"])["pitch"]
         X = features.assemble(base)
         dec = {}
         for name, path in paths.items():
