@@ -7,7 +7,7 @@ samples it needs around what the block owns and discards what it computed for th
 (overlap and discard), or carries a small state to the next block:
 
 =====================  =========================================================================
-stage                  margin / state (constants below; measured in tests/test_blocks.py)
+stage                  margin / state (constants below, each with how it was measured)
 =====================  =========================================================================
 pitch (f0)             tracked on the block's frames +- :data:`PITCH_MARGIN` frames (the
                        tracker's windows, smoothing and Viterbi look-ahead), with the file's
@@ -57,7 +57,11 @@ def _hop_ceil(n: int) -> int:
 
 FEATURE_LEFT = _hop_ceil(GT_MEMORY + ENV_MEMORY + max(MAX_LAG, AMS_REACH))  # before a block's first frame
 FEATURE_RIGHT = ENV_MEMORY + AMS_REACH  # after its last frame's end
-PITCH_MARGIN = 50  # frames each side of a block for the pitch tracker (measured: tests/test_blocks.py)
+PITCH_MARGIN = 50  # frames each side of a block for the pitch tracker (see below)
+"""Measured on 30 s of the corpus's ``tune`` speech in white noise at -5 and +5 dB and on synthetic
+voiced speech at -5 dB, in blocks of 997 frames, against the whole-signal track: frames whose f0
+differs: 17-23 of 2962 with no margin, 3-4 with 10 frames, none with 20 or more; 50 leaves room
+for the Viterbi path's longer re-decisions (tests/test_blocks.py: no margin changes the mask)."""
 BLOCK_SECONDS = 20.0  # default block length
 MIN_BLOCK = 1
 
