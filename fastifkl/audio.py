@@ -116,11 +116,7 @@ class _AtomicPath:
         self.path = path
 
     def __enter__(self) -> Path:
-        parent = self.path.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _dir_error(parent, exc) from None
+        parent = _make_dir(self.path.parent)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}-", suffix=".tmp", dir=parent)
         except OSError as exc:
@@ -178,6 +174,15 @@ def _disk_full(directory: Path) -> bool:
     return st.f_bavail * st.f_frsize < 64 * 1024
 
 
+def _make_dir(path: Path) -> Path:
+    """``path`` made with its parents (it may exist); an OSError becomes one OutputError line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _dir_error(path, exc) from None
+    return path
+
+
 def _dir_error(path: Path, exc: OSError) -> OutputError:
     where = exc.filename if exc.filename else path
     why = exc.strerror or str(exc) or type(exc).__name__
@@ -195,11 +200,7 @@ def output_dir(path: str | os.PathLike) -> Path:
         One line naming the directory: it cannot be made (e.g. under ``/proc``, a file in the
         way, no permission) or it is not writable (permission, read-only file system).
     """
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _dir_error(p, exc) from None
+    p = _make_dir(Path(path))
     try:
         fd, probe = tempfile.mkstemp(prefix=f".fastifkl-probe.{os.getpid()}-", suffix=".tmp", dir=p)
         os.close(fd)
