@@ -279,8 +279,10 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     # 4. training --------------------------------------------------------------------------------
     models = {"G-SVM": out / "models" / "G-SVM.fkl", "KL-SVM": out / "models" / "KL-SVM.fkl"}
     with executor(workers=workers) as ex:
+        defaults = Separator()  # analyse at the separators' level, hold out their calibration units
         data = prepare(train_set, None, pitch="estimated", cfs=cfs_for(cfg.n_channels),
-                       units_per_mixture=cfg.units_per_mixture, seed=seed, executor=ex)
+                       units_per_mixture=cfg.units_per_mixture, seed=seed, level_rms=defaults.level_rms,
+                       calib_per_mixture=defaults.calib_per_mixture, executor=ex)
         say("features", f"{data.info['mixtures']} mixtures analysed ({cfg.n_channels} channels, estimated pitch)")
         for name, kernel in (("G-SVM", "gaussian"), ("KL-SVM", "learned")):
             sep = Separator(kernel=kernel, per_domain=cfg.per_domain, max_train=cfg.max_train,
