@@ -190,7 +190,8 @@ def _train(cfg: Config, sets: dict, work: Path, ex, stages: dict, say) -> tuple[
         proto = Separator(pitch=p, lc_db=cfg.lc_db, **cfg.separator).check_params()
         cfs = cfs_for(proto.n_channels, proto.fmin, proto.fmax)
         data = prepare(train_set, None, pitch=p, lc_db=cfg.lc_db, cfs=cfs, units_per_mixture=proto.units_per_mixture,
-                       seed=proto.seed, executor=ex, progress=say.counter(f"features ({p} pitch)", len(train_set)))
+                       seed=proto.seed, level_rms=proto.level_rms, calib_per_mixture=proto.calib_per_mixture,
+                       executor=ex, progress=say.counter(f"features ({p} pitch)", len(train_set)))
         stages[f"feature preparation, {p} pitch"] = time.perf_counter() - t
         models[p] = {}
         for name in ("G-SVM", "KL-SVM"):
