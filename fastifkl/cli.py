@@ -19,7 +19,6 @@ batch at once: every further file would fail too.
 """
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 import typer
 
 from . import __version__
-from .errors import FastifklError
+from .cli_support import Bars, fail, handles_errors, progress, split_list
 
 app = typer.Typer(
     name="fastifkl",
@@ -39,53 +38,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def fail(msg: str, code: int = 2) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    typer.echo(f"fastifkl: error: {msg}", err=True)
-    raise typer.Exit(code)
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line for an :class:`OSError`, naming its path(s): ``<path>: <problem>``."""
-    why = exc.strerror or str(exc) or type(exc).__name__
-    if exc.filename is None:
-        return why
-    if getattr(exc, "filename2", None) is not None:
-        return f"{exc.filename} -> {exc.filename2}: {why}"
-    return f"{exc.filename}: {why}"
-
-
-def handles_errors(fn):
-    """Turn the errors a user can act on into one stderr line and the documented exit code.
-
-    A :class:`FastifklError` exits with its ``exit_code`` (2 for bad input, a bad model, an
-    unwritable output; 1 for work lost to a dying worker); any other :class:`OSError` (a path
-    the operating system refused) exits 2 naming the path; :class:`MemoryError` exits 1.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FastifklError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, getattr(exc, "exit_code", 2))
-        except OSError as exc:
-            fail(os_error_message(exc), 2)
-        except MemoryError as exc:
-            fail(f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); try fewer workers", 1)
-        except KeyboardInterrupt:
-            typer.echo("fastifkl: interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _split_list(value: Optional[str]) -> Optional[list[str]]:
-    if value is None or value.strip() == "":
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _version_callback(value: bool):
@@ -126,11 +78,11 @@ def mix(
     from .errors import InputError
 
     try:
-        snrs = [float(v) for v in _split_list(snr) or []]
+        snrs = [float(v) for v in split_list(snr) or []]
     except ValueError:
         raise InputError(f"--snr must be a number or a comma list of numbers, got {snr!r}") from None
-    speech = select_speech(scan(speech_dir, "speech"), _split_list(split))
-    nz = select_noises(scan(noise_dir, "noise"), _split_list(noises))
+    speech = select_speech(scan(speech_dir, "speech"), split_list(split))
+    nz = select_noises(scan(noise_dir, "noise"), split_list(noises))
     before = len(MixtureSet.load(out)) if append else 0
     ms = MixtureSet.create(speech, nz, out, snr_db=snrs, seed=seed, draw_snr=draw_snr, append=append)
     if wavs:
@@ -160,48 +112,13 @@ def augment(
     from .augment import augment_corpus
     from .corpus import scan, select_speech
 
-    items = select_speech(scan(speech_dir, "speech"), _split_list(split))
-    with _progress(not quiet) as prog:
-        bars = _Bars(prog)
-        man = augment_corpus(items, out, kinds=_split_list(kinds) or [], per_kind=per_kind, seed=seed,
+    items = select_speech(scan(speech_dir, "speech"), split_list(split))
+    with progress(not quiet) as prog:
+        bars = Bars(prog)
+        man = augment_corpus(items, out, kinds=split_list(kinds) or [], per_kind=per_kind, seed=seed,
                              progress=lambda d, t: bars("augment", d, t))
     if not quiet:
-        typer.echo(f"{len(items) * len(_split_list(kinds) or []) * per_kind} utterances -> {man}")
-
-
-def _progress(enabled: bool):
-    """A rich progress bar on a terminal (stderr), nothing in pipes or with --quiet."""
-    import contextlib
-
-    if not enabled or not sys.stderr.isatty():
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-
-
-class _Bars:
-    """Callback adapter: progress(stage, done, total) -> one rich task per stage."""
-
-    def __init__(self, prog):
-        self.prog = prog
-        self.tasks = {}
-
-    def __call__(self, stage, done, total):
-        if self.prog is None:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.prog.add_task(stage, total=total)
-        self.prog.update(self.tasks[stage], completed=done)
+        typer.echo(f"{len(items) * len(split_list(kinds) or []) * per_kind} utterances -> {man}")
 
 
 def _estimator_defaults() -> dict:
@@ -264,14 +181,14 @@ def train(
     from .separator import Separator
     from .training import training_sets
 
-    train_set, tune_set = training_sets(MixtureSet.load(set_dir), _split_list(split), tune=tune)
+    train_set, tune_set = training_sets(MixtureSet.load(set_dir), split_list(split), tune=tune)
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
                     n_channels=channels, svm_prior=svm_prior, itml_order=itml_order,
                     units_per_mixture=units_per_mixture, calib_per_mixture=calib_per_mixture)
     t0 = time.perf_counter()
-    with _progress(not quiet) as prog:
-        sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=_Bars(prog),
+    with progress(not quiet) as prog:
+        sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=Bars(prog),
                 log=None if quiet else typer.echo)
     sep.save(out)
     if not quiet:
@@ -322,7 +239,7 @@ def separate(
     output_dir(out)  # made and writable, before any work (exit 2 naming it otherwise)
     label = "error" if len(files) == 1 else "skipped"
     summary = Summary(len(files))
-    with _progress(not quiet) as prog:
+    with progress(not quiet) as prog:
         task = prog.add_task("separate", total=len(files)) if prog is not None else None
         for _, target, err in separate_files(files, model_path, out, mask=mask, downmix=downmix, output=output,
                                              workers=workers, scheduler=scheduler, summary=summary,
@@ -365,13 +282,13 @@ def evaluate(
 
     if pitch not in ("true", "estimated"):
         fail(f"--pitch must be 'true' or 'estimated', got {pitch!r}")
-    ms = MixtureSet.load(set_dir).select(splits=_split_list(split), domains=_split_list(noises))
+    ms = MixtureSet.load(set_dir).select(splits=split_list(split), domains=split_list(noises))
     if len(ms) == 0:
         fail(f"{set_dir}: no mixtures match the selection")
     paths = [str(model)] + [str(p) for p in (compare or [])]
     example_id = ms.entries[0].id if plot else None
-    with _progress(not quiet) as prog:
-        bars = _Bars(prog)
+    with progress(not quiet) as prog:
+        bars = Bars(prog)
         rep = run_eval(paths, ms, pitch=pitch, workers=workers, scheduler=scheduler, keep_masks_of=example_id,
                        progress=lambda d, t: bars("evaluate", d, t))
     write_report(rep, report, markdown)
