@@ -19,7 +19,6 @@ batch at once: every further file would fail too.
 """
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 import typer
 
 from . import __version__
-from .errors import FastifklError
+from .cli_support import Bars, fail, handles_errors, progress, split_list
 
 app = typer.Typer(
     name="fastifkl",
@@ -39,53 +38,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def fail(msg: str, code: int = 2) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    typer.echo(f"fastifkl: error: {msg}", err=True)
-    raise typer.Exit(code)
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line for an :class:`OSError`, naming its path(s): ``<path>: <problem>``."""
-    why = exc.strerror or str(exc) or type(exc).__name__
-    if exc.filename is None:
-        return why
-    if getattr(exc, "filename2", None) is not None:
-        return f"{exc.filename} -> {exc.filename2}: {why}"
-    return f"{exc.filename}: {why}"
-
-
-def handles_errors(fn):
-    """Turn the errors a user can act on into one stderr line and the documented exit code.
-
-    A :class:`FastifklError` exits with its ``exit_code`` (2 for bad input, a bad model, an
-    unwritable output; 1 for work lost to a dying worker); any other :class:`OSError` (a path
-    the operating system refused) exits 2 naming the path; :class:`MemoryError` exits 1.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FastifklError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, getattr(exc, "exit_code", 2))
-        except OSError as exc:
-            fail(os_error_message(exc), 2)
-        except MemoryError as exc:
-            fail(f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); try fewer workers", 1)
-        except KeyboardInterrupt:
-            typer.echo("fastifkl: interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _split_list(value: Optional[str]) -> Optional[list[str]]:
-    if value is None or value.strip() == "":
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _version_callback(value: bool):
@@ -126,11 +78,11 @@ def mix(
     from .errors import InputError
 
     try:
-        snrs = [float(v) for v in _split_list(snr) or []]
+        snrs = [float(v) for v in split_list(snr) or []]
     except ValueError:
         raise InputError(f"--snr must be a number or a comma list of numbers, got {snr!r}") from None
-    speech = select_speech(scan(speech_dir, "speech"), _split_list(split))
-    nz = select_noises(scan(noise_dir, "noise"), _split_list(noises))
+    speech = select_speech(scan(speech_dir, "speech"), split_list(split))
+    nz = select_noises(scan(noise_dir, "noise"), split_list(noises))
     before = len(MixtureSet.load(out)) if append else 0
     ms = MixtureSet.create(speech, nz, out, snr_db=snrs, seed=seed, draw_snr=draw_snr, append=append)
     if wavs:
@@ -160,48 +112,13 @@ def augment(
     from .augment import augment_corpus
     from .corpus import scan, select_speech
 
-    items = select_speech(scan(speech_dir, "speech"), _split_list(split))
-    with _progress(not quiet) as prog:
-        bars = _Bars(prog)
-        man = augment_corpus(items, out, kinds=_split_list(kinds) or [], per_kind=per_kind, seed=seed,
+    items = select_speech(scan(speech_dir, "speech"), split_list(split))
+    with progress(not quiet) as prog:
+        bars = Bars(prog)
+        man = augment_corpus(items, out, kinds=split_list(kinds) or [], per_kind=per_kind, seed=seed,
                              progress=lambda d, t: bars("augment", d, t))
     if not quiet:
-        typer.echo(f"{len(items) * len(_split_list(kinds) or []) * per_kind} utterances -> {man}")
-
-
-def _progress(enabled: bool):
-    """A rich progress bar on a terminal (stderr), nothing in pipes or with --quiet."""
-    import contextlib
-
-    if not enabled or not sys.stderr.isatty():
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-
-
-class _Bars:
-    """Callback adapter: progress(stage, done, total) -> one rich task per stage."""
-
-    def __init__(self, prog):
-        self.prog = prog
-        self.tasks = {}
-
-    def __call__(self, stage, done, total):
-        if self.prog is None:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.prog.add_task(stage, total=total)
-        self.prog.update(self.tasks[stage], completed=done)
+        typer.echo(f"{len(items) * len(split_list(kinds) or []) * per_kind} utterances -> {man}")
 
 
 def _estimator_defaults() -> dict:
@@ -264,14 +181,14 @@ def train(
     from .separator import Separator
     from .training import training_sets
 
-    train_set, tune_set = training_sets(MixtureSet.load(set_dir), _split_list(split), tune=tune)
+    train_set, tune_set = training_sets(MixtureSet.load(set_dir), split_list(split), tune=tune)
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
                     n_channels=channels, svm_prior=svm_prior, itml_order=itml_order,
                     units_per_mixture=units_per_mixture, calib_per_mixture=calib_per_mixture)
     t0 = time.perf_counter()
-    with _progress(not quiet) as prog:
-        sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=_Bars(prog),
+    with progress(not quiet) as prog:
+        sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=Bars(prog),
                 log=None if quiet else typer.echo)
     sep.save(out)
     if not quiet:
@@ -280,71 +197,12 @@ def train(
                    f"{time.perf_counter() - t0:.0f} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
-def _expand_inputs(inputs: list[str]) -> list[Path]:
-    import glob
+def _separate_job(job: dict) -> tuple:
+    """The job of one file (:func:`fastifkl.batch.separate_file`); a module attribute so that a
+    test can replace it (workers receive it by reference)."""
+    from .batch import separate_file
 
-    from .audio import AUDIO_SUFFIXES
-    from .errors import InputError
-
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: directory holds no audio files")
-            files += found
-        elif any(ch in item for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
-            if not found:
-                raise InputError(f"{item}: no file matches this pattern")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise InputError(f"{p}: no such file or directory")
-    return files
-
-
-def _separate_job(job: tuple) -> tuple:
-    """One file: load, separate, save atomically.
-
-    Returns ``(input, output, None)``, or ``(input, None, (kind, message))`` when the file
-    failed: kind ``"input"`` (bad input), ``"output"`` (its output cannot be written),
-    ``"disk"`` (no output can be written any more: a full or read-only disk) or ``"failed"``
-    (an unexpected error; one file's failure must not end the batch).
-    """
-    from .audio import atomic_path, load, save
-    from .errors import FastifklError, OutputError
-    from .evaluate import cached_model
-    from .separator import DEFAULT_MODEL
-
-    model_path, src, out_dir, write_mask, downmix, output = job
-    try:
-        sep = cached_model(model_path or DEFAULT_MODEL)
-        x = load(src, downmix=downmix)
-        y, d = sep.separate(x, output=output, return_decision=True)
-        target = Path(out_dir) / f"{Path(src).stem}.sep.wav"
-        save(target, y)
-        if write_mask:
-            import numpy as np
-
-            with atomic_path(Path(out_dir) / f"{Path(src).stem}.mask.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, sep.mask_from_decision(d, "binary"))  # the paper's mask, whatever --output
-        return str(src), str(target), None
-    except OutputError as exc:
-        return str(src), None, ("disk" if exc.whole_batch else "output", str(exc))
-    except FastifklError as exc:
-        return str(src), None, ("input", str(exc))
-    except Exception as exc:  # noqa: BLE001 - reported in one line; the rest of the batch goes on
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return str(src), None, ("failed", f"{src}: failed ({type(exc).__name__}{': ' + detail if detail else ''})")
-
-
-# what the summary line of a batch calls each kind of failed file
-_FAILURE_NAMES = {"input": "bad input", "output": "cannot write", "lost": "worker died twice",
-                  "failed": "unexpected error"}
+    return separate_file(job)
 
 
 @app.command()
@@ -363,14 +221,12 @@ def separate(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Separate speech from noise in each input. A bad file is reported in one line and skipped,
-    the rest are done; exit 2 if any input was bad, 1 if a file failed otherwise, 0 if all were done."""
-    from collections import Counter
-
-    from .audio import output_dir, remove_stale_temps
-    from .errors import WorkerLostError
+    """Separate speech from noise in each input, block by block (memory bounded whatever the length).
+    A bad file is reported in one line and skipped, the rest are done; exit 2 if any input was
+    bad, 1 if a file failed otherwise, 0 if all were done."""
+    from .audio import output_dir
+    from .batch import Summary, expand_inputs, separate_files
     from .evaluate import cached_model
-    from .parallel import executor
     from .separator import DEFAULT_MODEL, OUTPUTS
 
     if output not in OUTPUTS:
@@ -379,43 +235,25 @@ def separate(
         fail(f"{DEFAULT_MODEL}: the default model is missing from this installation; pass -m MODEL")
     model_path = str((model or DEFAULT_MODEL).resolve())
     cached_model(model_path)  # load and validate once, before any work (exit 2 on a bad model)
-    files = _expand_inputs(inputs)
+    files = expand_inputs(inputs)
     output_dir(out)  # made and writable, before any work (exit 2 naming it otherwise)
-    failures: Counter = Counter()
-    done = 0
     label = "error" if len(files) == 1 else "skipped"
-    jobs = ((model_path, str(f), str(out), mask, downmix, output) for f in files)
-    ex = executor(workers=workers, scheduler=scheduler)
-    try:
-        with _progress(not quiet) as prog, ex:
-            task = prog.add_task("separate", total=len(files)) if prog is not None else None
-            for res in ex.imap(_separate_job, jobs, on_lost="yield"):
-                if isinstance(res, WorkerLostError):
-                    res = (res.item[1], None, ("lost", f"{res.item[1]}: worker process died twice ({res.reason})"))
-                src, target, err = res
-                if err is None:
-                    done += 1
-                    if not quiet and prog is None:
-                        typer.echo(target)
-                elif err[0] == "disk":  # every further file would fail too: stop here
-                    fail(f"{err[1]}; stopped after {done} of {len(files)} files")
-                else:
-                    failures[err[0]] += 1
-                    typer.echo(f"fastifkl: {label}: {err[1]}", err=True)
-                if prog is not None:
-                    prog.advance(task)
-    finally:
-        if ex.kind != "dask":  # temporary files of killed local workers (Dask workers may be elsewhere)
-            remove_stale_temps(out)
-    if ex.lost_workers:
-        typer.echo(f"fastifkl: note: {ex.lost_workers} worker process(es) died and were replaced; "
-                   "the files they held were run again", err=True)
-    if failures:
-        if len(files) > 1:
-            parts = ", ".join(f"{n} {_FAILURE_NAMES[k]}" for k, n in failures.items())
-            n_failed = sum(failures.values())
-            typer.echo(f"fastifkl: {n_failed} of {len(files)} files failed ({parts}); {done} done", err=True)
-        raise typer.Exit(2 if failures["input"] or failures["output"] else 1)
+    summary = Summary(len(files))
+    with progress(not quiet) as prog:
+        task = prog.add_task("separate", total=len(files)) if prog is not None else None
+        for _, target, err in separate_files(files, model_path, out, mask=mask, downmix=downmix, output=output,
+                                             workers=workers, scheduler=scheduler, summary=summary,
+                                             job_fn=_separate_job):
+            if err is None and not quiet and prog is None:
+                typer.echo(target)
+            elif err is not None:
+                typer.echo(f"fastifkl: {label}: {err[1]}", err=True)
+            if prog is not None:
+                prog.advance(task)
+    for line in summary.lines():
+        typer.echo(f"fastifkl: {line}", err=True)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
 
 
 @app.command()
@@ -444,13 +282,13 @@ def evaluate(
 
     if pitch not in ("true", "estimated"):
         fail(f"--pitch must be 'true' or 'estimated', got {pitch!r}")
-    ms = MixtureSet.load(set_dir).select(splits=_split_list(split), domains=_split_list(noises))
+    ms = MixtureSet.load(set_dir).select(splits=split_list(split), domains=split_list(noises))
     if len(ms) == 0:
         fail(f"{set_dir}: no mixtures match the selection")
     paths = [str(model)] + [str(p) for p in (compare or [])]
     example_id = ms.entries[0].id if plot else None
-    with _progress(not quiet) as prog:
-        bars = _Bars(prog)
+    with progress(not quiet) as prog:
+        bars = Bars(prog)
         rep = run_eval(paths, ms, pitch=pitch, workers=workers, scheduler=scheduler, keep_masks_of=example_id,
                        progress=lambda d, t: bars("evaluate", d, t))
     write_report(rep, report, markdown)
@@ -525,26 +363,21 @@ def cochleagram_cmd(
     png: bool = typer.Option(False, "--png", help="Also write a PNG image (needs matplotlib)."),
     downmix: bool = typer.Option(False, "--downmix", help="Average the channels of multi-channel files."),
 ):
-    """Write the cochleagram (C x M energies, 20 ms frames, 10 ms hop) of each file as NPY."""
-    import numpy as np
-
-    from .audio import atomic_path, load, output_dir
-    from .gammatone import cochleagram, erb_space, filterbank
+    """Write the cochleagram (C x M energies, 20 ms frames, 10 ms hop) of each file as NPY (block by block)."""
+    from .audio import output_dir
+    from .batch import file_stats, write_cochleagram
+    from .gammatone import erb_space
 
     cfs = erb_space(fmin, fmax, channels)
-    # validate every input and the output directory before writing anything
-    signals = [(p, load(p, downmix=downmix)) for p in inputs]
+    # validate every input (the pre-pass reads each in blocks) and the output directory before writing anything
+    stats = [file_stats(p, downmix=downmix) for p in inputs]
     output_dir(out)
-    for p, x in signals:
-        e = cochleagram(filterbank(x, cfs=cfs))
-        target = out / f"{p.stem}.cochleagram.npy"
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, e)
+    for p, st in zip(inputs, stats):
+        target = write_cochleagram(p, out, cfs, downmix=downmix, stats=st)
         if png:
             from .plots import save_cochleagram_png
 
-            save_cochleagram_png(out / f"{p.stem}.cochleagram.png", e, title=p.name)
+            save_cochleagram_png(out / f"{p.stem}.cochleagram.png", np.load(target, mmap_mode="r"), title=p.name)
         typer.echo(str(target))
 
 

@@ -31,24 +31,45 @@ def cached_model(path: str | os.PathLike):
 
 
 def _eval_job(job: dict) -> dict:
-    """Masks of every model on one mixture, with the IBM and the confusion counts."""
-    from .training import analyse, mixture_from_job
+    """Masks of every model on one mixture, with the IBM and the confusion counts, block by block
+    (:mod:`fastifkl.blocks`: memory bounded by the block, whatever the mixture's length)."""
+    from .blocks import BLOCK_SECONDS, block_samples_for, cochleagram_blocks, feature_blocks, signal_stats
+    from .masks import ibm as ideal
+    from .training import mixture_from_job, pitch_source
 
     entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
-    feats = {}  # one analysis per analysis level (format-1 models analyse the signal as it is)
-    for m in models:
-        if m.level_rms not in feats:
-            feats[m.level_rms] = analyse(mx, models[0].cfs_, job["pitch"], models[0].lc_db, m.level_rms)
-    ibm = feats[models[0].level_rms][1]
-    out = {"id": entry.id, "domain": entry.domain, "counts": [], "masks": None}
-    masks = []
-    for m in models:
-        mask = m.mask_from_decision(m.decision_from_features(feats[m.level_rms][0]), "binary")
-        out["counts"].append(confusion(mask, ibm))
-        masks.append(mask)
-    if job.get("keep_masks"):
-        out["masks"] = {"ibm": ibm, "models": masks, "mixture": mx.mixture, "speech": mx.speech}
+    cfs = models[0].cfs_
+    n = mx.mixture.size
+    bs = block_samples_for(job.get("block_seconds", BLOCK_SECONDS))
+    ps = pitch_source(mx, job["pitch"])
+    counts = np.zeros((len(models), 4), dtype=np.int64)
+    keep = bool(job.get("keep_masks"))
+    parts = {"ibm": [], "models": [[] for _ in models]}
+    stats, pstats = signal_stats([mx.mixture]), signal_stats([ps])
+    # one analysis per analysis level (format-1 models analyse the signal as it is); the pitch
+    # source gets the mixture's gain (as training.analyse does)
+    levels = list(dict.fromkeys(m.level_rms for m in models))
+    analyses = [feature_blocks([mx.mixture], stats, cfs, block_samples=bs, pitch_chunks=[ps], pitch_stats=pstats,
+                               gain=stats.analysis_gain(lv)) for lv in levels]
+    stream = zip(cochleagram_blocks([mx.speech], n, cfs, block_samples=bs),
+                 cochleagram_blocks([mx.noise], n, cfs, block_samples=bs), *analyses)
+    for (_, e_s), (_, e_n), *feats in stream:
+        ibm_b = ideal(e_s, e_n, models[0].lc_db)
+        if keep:
+            parts["ibm"].append(ibm_b)
+        for i, m in enumerate(models):
+            X = feats[levels.index(m.level_rms)][1]
+            mask = m.mask_from_decision(m.decision_from_features(X), "binary")
+            counts[i] += confusion(mask, ibm_b)
+            if keep:
+                parts["models"][i].append(mask)
+    out = {"id": entry.id, "domain": entry.domain, "counts": [tuple(int(v) for v in c) for c in counts],
+           "masks": None}
+    if keep:
+        out["masks"] = {"ibm": np.concatenate(parts["ibm"], axis=1),
+                        "models": [np.concatenate(p, axis=1) for p in parts["models"]],
+                        "mixture": mx.mixture, "speech": mx.speech}
     return out
 
 

@@ -322,12 +322,26 @@ def frame_weights(mask: np.ndarray, n_samples: int, frame_len: int = FRAME_LEN, 
     return w[:, :n_samples]
 
 
-def _weighted_sum(r: np.ndarray, mask: np.ndarray, frame_len: int = FRAME_LEN, hop: int = HOP) -> np.ndarray:
-    """``sum_c r[c, n] * frame_weights(mask, N)[c, n]``: (N,).
+def weighted_sum(r: np.ndarray, mask: np.ndarray, frame_len: int = FRAME_LEN, hop: int = HOP) -> np.ndarray:
+    """``sum_c r[c, n] * frame_weights(mask, N)[c, n]``: (N,), the mask-weighted channel sum of
+    :func:`resynthesize` before its gain (frame m of ``mask`` starts at sample ``m * hop`` of ``r``;
+    frames beyond the mask weigh 0, so a block of a signal is resynthesised from the mask
+    columns of the frames that overlap it, see :mod:`fastifkl.blocks`).
 
     When a frame is two hops, frame m weights hop-block m with the first half of the Hann
     window and block m+1 with the second half: two (C x blocks) contractions instead of a
-    (C x N) weight array."""
+    (C x N) weight array.
+
+    Parameters
+    ----------
+    r : ndarray, shape (C, N)
+        Zero-phase filtered channels (:func:`zero_phase`).
+    mask : ndarray, shape (C, M)
+
+    Returns
+    -------
+    y : ndarray, shape (N,)
+    """
     mask = np.asarray(mask, dtype=np.float64)
     c, m = mask.shape
     n = r.shape[1]
@@ -364,7 +378,7 @@ def resynthesis_gain(cfs: np.ndarray | None = None, sr: int = SAMPLE_RATE, band=
 
 
 def zero_phase(x: np.ndarray, sr: int = SAMPLE_RATE, cfs: np.ndarray | None = None, *,
-               responses: np.ndarray | None = None) -> np.ndarray:
+               responses: np.ndarray | None = None, overwrite_responses: bool = False) -> np.ndarray:
     """Every channel's response filtered again backwards in time: the mask-independent part of
     :func:`resynthesize` (zero phase, squared-magnitude response ``|H_c(f)|^2``).
 
@@ -375,11 +389,14 @@ def zero_phase(x: np.ndarray, sr: int = SAMPLE_RATE, cfs: np.ndarray | None = No
     cfs : ndarray, shape (C,), optional
     responses : ndarray, shape (C, N), optional
         ``filterbank(x, sr, cfs)`` when the caller already has it (saves the forward pass; the
-        result is the same to the bit); it is not modified.
+        result is the same to the bit); it is not modified unless ``overwrite_responses``.
+    overwrite_responses : bool
+        Filter ``responses`` (a C-contiguous float64 array) backwards in place and return it,
+        instead of a copy: saves a (C, N) array when the caller needs the responses no more.
 
     Returns
     -------
-    ndarray, shape (C, N), float64, a fresh array
+    ndarray, shape (C, N), float64, a fresh array (or ``responses`` itself)
     """
     x = _check_signal(x)
     cfs = erb_space() if cfs is None else cfs
@@ -387,7 +404,11 @@ def zero_phase(x: np.ndarray, sr: int = SAMPLE_RATE, cfs: np.ndarray | None = No
     if responses is not None:
         if np.shape(responses) != (pr.size, x.size):
             raise InputError(f"responses have shape {np.shape(responses)}, expected ({pr.size}, {x.size})")
-        r = np.array(responses, dtype=np.float64, order="C")  # a copy: filtered in place below
+        if overwrite_responses and not (isinstance(responses, np.ndarray) and responses.dtype == np.float64
+                                        and responses.flags.c_contiguous and responses.flags.writeable):
+            raise InputError("overwrite_responses needs a writeable C-contiguous float64 responses array")
+        # a copy unless overwrite_responses: filtered in place below
+        r = responses if overwrite_responses else np.array(responses, dtype=np.float64, order="C")
     else:
         r = np.empty((pr.size, x.size))
         filter_forward(x, pr, pi, g, r)
@@ -437,4 +458,4 @@ def resynthesize(x: np.ndarray, mask: np.ndarray, sr: int = SAMPLE_RATE, cfs: np
         filtered = zero_phase(x, sr, cfs, responses=responses)
     elif np.shape(filtered) != (n_ch, x.size):
         raise InputError(f"filtered has shape {np.shape(filtered)}, expected ({n_ch}, {x.size})")
-    return _weighted_sum(filtered, mask) * resynthesis_gain(cfs, sr)
+    return weighted_sum(filtered, mask) * resynthesis_gain(cfs, sr)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import FMAX, FMIN, N_CHANNELS, SAMPLE_RATE, __version__
+from .blocks import BLOCK_SECONDS
 from .errors import InputError, ModelError
 from .level import LEVEL_RMS
 from .masks import RATIO_BETA, RATIO_FLOOR_DB
@@ -309,7 +310,7 @@ class Separator:
 
     def predict_mask(self, x: np.ndarray, f0: np.ndarray | None = None) -> np.ndarray:
         """Estimated binary mask (C, M), uint8."""
-        return (self.decision_function(x, f0) > 0).astype(np.uint8)
+        return self.mask_from_decision(self.decision_function(x, f0), "binary")
 
     @property
     def calibrated(self) -> bool:
@@ -337,7 +338,9 @@ class Separator:
         mask, the one HIT-FA scores (independent of the calibration).
         """
         if output == "binary":
-            return (np.asarray(d) > 0).astype(np.uint8)
+            from .blocks import binary_mask
+
+            return binary_mask(d)
         if output == "ratio":
             from .masks import ratio
 
@@ -345,23 +348,44 @@ class Separator:
         raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
 
     def separate(self, x: np.ndarray, *, output: str = "ratio", return_mask: bool = False,
-                 return_decision: bool = False):
+                 return_decision: bool = False, block_seconds: float | None = BLOCK_SECONDS):
         """Separated speech (N,) of a mixture.
 
-        ``output``: "ratio" (default; a soft mask from calibrated posteriors) or "binary" (the
-        paper's binary mask); see :meth:`mask_from_decision`.  ``return_mask`` adds the (C, M)
-        mask that was applied, ``return_decision`` the (C, M) decision values (the binary mask is
-        ``d > 0``), in that order after ``y``.
+        Parameters
+        ----------
+        x : ndarray, shape (N,)
+            Mixture, 16 kHz mono.
+        output : {"ratio", "binary"}
+            "ratio" (default; a soft mask from calibrated posteriors) or "binary" (the paper's
+            binary mask); see :meth:`mask_from_decision`.
+        return_mask, return_decision : bool
+            Add the (C, M) mask that was applied, and the (C, M) decision values (the binary
+            mask is ``d > 0``), in that order after ``y``.
+        block_seconds : float or None
+            Work in blocks of this many seconds (:mod:`fastifkl.blocks`; memory bounded by the
+            block, the results those of the whole signal up to the filters' truncated memory);
+            None: the whole signal at once (the reference path).
         """
-        from .gammatone import resynthesize
-
+        self._check_fitted()
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        if block_seconds is None:
+            y, mask, d = self._separate_whole(x, output)
+        else:
+            from .blocks import separate_array
+
+            y, mask, d = separate_array(self, x, block_seconds=block_seconds,
+                                        mask_fn=lambda dd: self.mask_from_decision(dd, output))
+        out = (y,) + ((mask,) if return_mask else ()) + ((d,) if return_decision else ())
+        return out if len(out) > 1 else y
+
+    def _separate_whole(self, x: np.ndarray, output: str):
+        from .gammatone import resynthesize
+
         d, R = self._decision_and_responses(x)
         mask = self.mask_from_decision(d, output)
         y = resynthesize(x, mask, SAMPLE_RATE, self.cfs_, responses=R)
-        out = (y,) + ((mask,) if return_mask else ()) + ((d,) if return_decision else ())
-        return out if len(out) > 1 else y
+        return y, mask, d
 
     # -- model file -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, dtype=np.float16) -> Path:

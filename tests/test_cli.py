@@ -218,16 +218,16 @@ def test_separate_exit_codes(sep_inputs, tmp_path):
 
 def test_unexpected_error_in_one_file_exit_1(sep_inputs, tmp_path, monkeypatch):
     model, ind, junk = sep_inputs
-    from fastifkl import audio
+    from fastifkl.audio_stream import WavWriter
 
-    real_save = audio.save
+    real_write = WavWriter.write
 
-    def save(path, x, *a, **k):
-        if Path(path).name == "g1.sep.wav":
+    def write(self, y):
+        if self.path.name == "g1.sep.wav":
             raise RuntimeError("boom")
-        return real_save(path, x, *a, **k)
+        return real_write(self, y)
 
-    monkeypatch.setattr(audio, "save", save)
+    monkeypatch.setattr(WavWriter, "write", write)
     out = tmp_path / "o"
     r = runner.invoke(app, ["separate", str(ind / "g0.wav"), str(ind / "g1.wav"), str(ind / "g2.wav"), "-m", str(model),
                             "-o", str(out), "-q"])
@@ -322,14 +322,13 @@ def test_unusable_output_one_line_exit_2(sep_inputs, tmp_path, case):
 def test_full_disk_injected(sep_inputs, tmp_path, monkeypatch):
     """ENOSPC half-way through writing (in-process, any user): one line, exit 2, nothing left."""
     model, ind, _ = sep_inputs
-    import scipy.io.wavfile
+    from fastifkl.audio_stream import WavWriter
 
-    def write_then_full(filename, rate, data):
-        with open(filename, "wb") as fh:
-            fh.write(b"RIFF" + bytes(1000))
+    def write_then_full(self, y):
+        self._fh.write(bytes(1000))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(scipy.io.wavfile, "write", write_then_full)
+    monkeypatch.setattr(WavWriter, "write", write_then_full)
     out = tmp_path / "o"
     r = runner.invoke(app, ["separate", str(ind / "g0.wav"), str(ind / "g1.wav"), "-m", str(model), "-o", str(out)])
     assert r.exit_code == 2 and r.exception is None or isinstance(r.exception, SystemExit)
@@ -363,7 +362,7 @@ def test_other_commands_name_the_unusable_output(sep_inputs, tmp_path):
 def dying_separate_job(job):
     """cli._separate_job, but the worker holding a file named kill_always* always dies, and the one
     holding kill_once* dies the first time (as the OOM killer would)."""
-    src = Path(job[1])
+    src = Path(job["src"])
     if src.name.startswith("kill_always"):
         os.kill(os.getpid(), signal.SIGKILL)
     if src.name.startswith("kill_once"):

@@ -118,11 +118,32 @@ class FeatureSpec:
 
 
 def base_features(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
-                  families=None) -> dict[str, np.ndarray]:
-    """The undifferentiated families, each (M, C, n_family), for the families asked."""
+                  families=None, *, frames: slice | None = None,
+                  rasta_state: _plp.RastaState | None = None) -> dict[str, np.ndarray]:
+    """The undifferentiated families, each (M, C, n_family), for the families asked.
+
+    Parameters
+    ----------
+    responses : ndarray, shape (C, N)
+    f0 : ndarray, shape (M,) or None
+        Pitch per frame of ``responses`` (needed for the pitch family only).
+    families : list of str, optional (default all)
+    frames : slice, optional
+        Return only these frames (contiguous, step 1): the others are context, e.g. when
+        ``responses`` is a block of a longer signal with margins (:mod:`fastifkl.blocks`).
+        Every family but RASTA-PLP is local to a frame (given the samples around it); the RASTA
+        filter runs along frames, over the returned frames only, from ``rasta_state``.
+    rasta_state : features.rasta_plp.RastaState, optional
+        State of the RASTA filter from the previous block of the same signal (updated in
+        place); default: the returned frames start the signal.
+    """
     r = check_responses(responses, sr)
     fams = list(FAMILIES) if families is None else list(families)
     m = n_frames(r.shape[1])
+    lo, hi, step = (0, m, 1) if frames is None else frames.indices(m)
+    if step != 1:
+        raise InputError("frames must be a contiguous slice")
+    keep = slice(lo, max(lo, hi))
     out: dict[str, np.ndarray] = {}
     need = [f for f in ("mfcc", "rasta_plp") if f in fams]
     if need:
@@ -130,16 +151,16 @@ def base_features(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE
         mats = {"mfcc": _mfcc.mel_filterbank(), "rasta_plp": _plp.bark_filterbank()}
         energies = dict(zip(need, band_energies(r, [mats[f] for f in need])))
         if "mfcc" in energies:
-            out["mfcc"] = _mfcc.from_energies(energies["mfcc"])
+            out["mfcc"] = _mfcc.from_energies(energies["mfcc"][keep])
         if "rasta_plp" in energies:
-            out["rasta_plp"] = _plp.from_energies(energies["rasta_plp"], sr)
+            out["rasta_plp"] = _plp.from_energies(energies["rasta_plp"][keep], sr, rasta_state)
         del energies
     if "ams" in fams:
-        out["ams"] = _ams.from_envelope(_ams.envelope(r, sr), m, sr)
+        out["ams"] = _ams.from_envelope(_ams.envelope(r, sr), m, sr)[keep]
     if "pitch" in fams:
         if f0 is None:
             raise InputError("pitch features need f0 (one value per frame, 0 = unvoiced)")
-        out["pitch"] = _pitch.from_checked(r, f0, sr)
+        out["pitch"] = _pitch.from_checked(r, f0, sr)[keep]
     return out
 
 
@@ -172,7 +193,8 @@ def extract(responses: np.ndarray, f0: np.ndarray | None, sr: int = SAMPLE_RATE,
     return assemble(base_features(responses, f0, sr, spec.families), spec)
 
 
-def assemble(base: dict[str, np.ndarray], spec: FeatureSpec | None = None) -> np.ndarray:
+def assemble(base: dict[str, np.ndarray], spec: FeatureSpec | None = None, *,
+             previous: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The feature vectors of ``spec`` from the undifferentiated families of :func:`base_features`
     (the deltas are computed here); ``extract`` is ``assemble(base_features(...), spec)``.
 
@@ -183,6 +205,10 @@ def assemble(base: dict[str, np.ndarray], spec: FeatureSpec | None = None) -> np
         so one dict can be assembled several times (e.g. with the pitch family of another f0).
     spec : FeatureSpec, optional
         Dimensions to return (default all 195).
+    previous : dict family -> ndarray, shape (C, n_family), optional
+        The base features of the frame before the first of ``base`` when ``base`` is a block of
+        a longer signal's frames (the time delta of the first frame is taken against it);
+        default: ``base`` starts the signal (time delta 0 at its first frame).
 
     Returns
     -------
@@ -205,15 +231,23 @@ def assemble(base: dict[str, np.ndarray], spec: FeatureSpec | None = None) -> np
     b = x[:, :, :o] if full else np.empty((m, c, o))
     for f in fams:
         b[:, :, offs[f]: offs[f] + FAMILIES[f]] = base[f]
+    prev = None
+    if previous is not None:
+        lacking = [f for f in fams if f not in previous]
+        if lacking:
+            raise InputError(f"previous frame lacks the families {lacking}")
+        prev = np.empty((c, o))
+        for f in fams:
+            prev[:, offs[f]: offs[f] + FAMILIES[f]] = previous[f]
     kinds = {d for _, _, d in spec.dims}
     if full:
         # the three blocks are written straight into the output
-        time_delta(b, out=x[:, :, o: 2 * o])
+        time_delta(b, out=x[:, :, o: 2 * o], previous=prev)
         freq_delta(b, out=x[:, :, 2 * o:])
         return x
     blocks = {"none": b}
     if "time" in kinds:
-        blocks["time"] = time_delta(b)
+        blocks["time"] = time_delta(b, previous=prev)
     if "freq" in kinds:
         blocks["freq"] = freq_delta(b)
     x = np.empty((m, c, spec.n_dims))

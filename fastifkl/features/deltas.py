@@ -9,11 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def time_delta(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``x[m] - x[m-1]`` along axis 0 (frames), 0 at m = 0.  x: (M, C, D)."""
+def time_delta(x: np.ndarray, out: np.ndarray | None = None, previous: np.ndarray | None = None) -> np.ndarray:
+    """``x[m] - x[m-1]`` along axis 0 (frames), 0 at m = 0.  x: (M, C, D).
+
+    ``previous`` (C, D): the frame before ``x[0]`` when ``x`` is a block of a longer sequence
+    (then ``out[0] = x[0] - previous``)."""
     if out is None:
         out = np.empty_like(x)
-    out[0] = 0.0
+    if x.shape[0] == 0:
+        return out
+    if previous is None:
+        out[0] = 0.0
+    else:
+        np.subtract(x[0], previous, out=out[0])
     np.subtract(x[1:], x[:-1], out=out[1:])
     return out
 

@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from .. import SAMPLE_RATE
+from ..errors import InputError
 from ._common import N_FFT, band_energies, check_responses, floored_log
 
 ORDER = 12
@@ -87,20 +88,23 @@ def _acf_matrix(n_bands: int, order: int = ORDER) -> np.ndarray:
 
 
 @njit(cache=True)
-def _rasta_kernel(x, out):
-    """Causal RASTA filter along axis 0 of x (M, K), zero output for a constant past.
+def _rasta_kernel(x, x0, hist, out):
+    """Causal RASTA filter along axis 0 of x (M, K), input taken relative to ``x0`` (K,).
 
-    Frames are the outer loop and the K = C * B columns the inner, contiguous one.
+    ``hist`` (5, K) is the filter state, updated in place: the last four (offset) inputs
+    ``x[m-1] - x0 .. x[m-4] - x0`` and the last output; all zero for a constant past equal to
+    ``x0`` (the whole-signal start).  Frames are the outer loop and the K = C * B columns the
+    inner, contiguous one.
     """
     n_fr, n_k = x.shape
-    x1 = np.zeros(n_k)
-    x2 = np.zeros(n_k)
-    x3 = np.zeros(n_k)
-    x4 = np.zeros(n_k)
-    y = np.zeros(n_k)
+    x1 = hist[0]
+    x2 = hist[1]
+    x3 = hist[2]
+    x4 = hist[3]
+    y = hist[4]
     for m in range(n_fr):
         for k in range(n_k):
-            xn = x[m, k] - x[0, k]
+            xn = x[m, k] - x0[k]
             yn = 0.2 * xn + 0.1 * x1[k] - 0.1 * x3[k] - 0.2 * x4[k] + 0.94 * y[k]
             out[m, k] = yn
             y[k] = yn
@@ -110,11 +114,37 @@ def _rasta_kernel(x, out):
             x1[k] = xn
 
 
-def rasta_filter(x: np.ndarray) -> np.ndarray:
-    """RASTA-filter log band energies ``x`` (M, ...) along frames (axis 0)."""
+class RastaState:
+    """The RASTA filter's state between consecutive blocks of frames of one signal.
+
+    A new state means "the signal starts at the next frame": the first frame given becomes the
+    constant past (``x0``) and the history is zero, which is the whole-signal definition.
+    :func:`rasta_filter` and :func:`from_energies` update it in place, so filtering a signal's
+    frames block by block with one state gives the whole-signal result.
+    """
+
+    def __init__(self):
+        self.x0: np.ndarray | None = None  # (K,) log energies of the signal's first frame
+        self.hist: np.ndarray | None = None  # (5, K): last four inputs (minus x0), last output
+
+
+def rasta_filter(x: np.ndarray, state: RastaState | None = None) -> np.ndarray:
+    """RASTA-filter log band energies ``x`` (M, ...) along frames (axis 0).
+
+    ``state`` (optional): continue from the previous block of the same signal (updated in place).
+    """
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty_like(x)
-    _rasta_kernel(x.reshape(x.shape[0], -1), out.reshape(x.shape[0], -1))
+    if x.shape[0] == 0:
+        return out
+    flat = x.reshape(x.shape[0], -1)
+    state = RastaState() if state is None else state
+    if state.x0 is None:
+        state.x0 = flat[0].copy()
+        state.hist = np.zeros((5, flat.shape[1]))
+    elif state.x0.shape != (flat.shape[1],):
+        raise InputError(f"RASTA state has {state.x0.size} columns, the frames have {flat.shape[1]}")
+    _rasta_kernel(flat, state.x0, state.hist, out.reshape(x.shape[0], -1))
     return out
 
 
@@ -180,10 +210,13 @@ def from_power(p: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return from_energies(e, sr)
 
 
-def from_energies(e: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """RASTA-PLP cepstra from critical-band energies e (M, C, B), frames first; (M, C, 13)."""
+def from_energies(e: np.ndarray, sr: int = SAMPLE_RATE, state: RastaState | None = None) -> np.ndarray:
+    """RASTA-PLP cepstra from critical-band energies e (M, C, B), frames first; (M, C, 13).
+
+    ``state``: the RASTA filter state when ``e`` is a block of a longer signal's frames
+    (see :class:`RastaState`); default: ``e`` starts the signal."""
     m, c, n_b = e.shape
-    y = rasta_filter(floored_log(e))
+    y = rasta_filter(floored_log(e), state)
     s = np.exp(y)
     s *= equal_loudness(n_b, sr)
     np.cbrt(s, out=s)
