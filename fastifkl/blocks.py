@@ -99,7 +99,7 @@ class FileStats:
         """The file's analysis gain: :func:`fastifkl.level.analysis_gain` of the whole signal,
         from the pre-pass's :class:`~fastifkl.level.LevelMeter` (equal up to rounding); 1.0 when
         ``level_rms`` is None (no level normalisation: format-1 models)."""
-        return 1.0 if level_rms is None else self.level.gain(level_rms)
+        return self.level.gain(level_rms)
 
     @property
     def peak(self) -> float:

@@ -68,8 +68,11 @@ class LevelMeter:
         """Standard deviation of the samples so far (RMS after removing the mean); 0 when empty."""
         return float(np.sqrt(max(self.m2, 0.0) / self.n)) if self.n else 0.0
 
-    def gain(self, target_rms: float = LEVEL_RMS) -> float:
-        """The factor that brings the signal to ``target_rms`` (1.0 for silence)."""
+    def gain(self, target_rms: float | None = LEVEL_RMS) -> float:
+        """The factor that brings the signal to ``target_rms`` (1.0 for silence, and for
+        ``target_rms=None``: no level normalisation, as in format-1 models)."""
+        if target_rms is None:
+            return 1.0
         if not (np.isfinite(target_rms) and target_rms > 0):
             raise InputError(f"level: target RMS must be a positive number, got {target_rms!r}")
         r = self.rms()
@@ -81,19 +84,21 @@ def rms(x: np.ndarray) -> float:
     return LevelMeter().update(np.ravel(x)).rms()
 
 
-def analysis_gain(x: np.ndarray, target_rms: float = LEVEL_RMS) -> float:
+def analysis_gain(x: np.ndarray, target_rms: float | None = LEVEL_RMS) -> float:
     """The scalar gain that brings ``x`` to ``target_rms`` before analysis.
 
     Parameters
     ----------
     x : ndarray, shape (N,)
         The whole signal (for a long file read in blocks, use :class:`LevelMeter`).
-    target_rms : float
-        Wanted standard deviation after scaling (default :data:`LEVEL_RMS`).
+    target_rms : float or None
+        Wanted standard deviation after scaling (default :data:`LEVEL_RMS`); None: no level
+        normalisation (gain 1.0).
 
     Returns
     -------
     float
-        ``target_rms / std(x)``, or 1.0 when ``std(x) <= SILENCE_RMS`` (digital silence).
+        ``target_rms / std(x)``, or 1.0 when ``std(x) <= SILENCE_RMS`` (digital silence) or
+        ``target_rms`` is None.
     """
     return LevelMeter().update(x).gain(target_rms)

@@ -29,9 +29,9 @@ import numpy as np
 from . import FMAX, FMIN, N_CHANNELS, SAMPLE_RATE, __version__
 from .blocks import BLOCK_SECONDS
 from .errors import InputError, ModelError
-from .level import LEVEL_RMS
+from .level import LEVEL_RMS, analysis_gain
 from .masks import RATIO_BETA, RATIO_FLOOR_DB
-from .training import TrainingData, analysis_gain_for, cfs_for, prepare, track_pitch
+from .training import TrainingData, cfs_for, prepare, track_pitch
 
 OUTPUTS = ("ratio", "binary")
 
@@ -280,7 +280,7 @@ class Separator:
     def analysis_gain(self, x: np.ndarray) -> float:
         """The scalar gain applied to ``x`` before analysis: :func:`fastifkl.level.analysis_gain`
         to ``level_rms``, or 1.0 for a model without level normalisation (format 1)."""
-        return analysis_gain_for(x, self.level_rms)
+        return analysis_gain(x, self.level_rms)
 
     def _decision_and_responses(self, x, f0=None, gain=None):
         from . import features

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import FMAX, FMIN, N_CHANNELS, SAMPLE_RATE
 from .errors import InputError
+from .level import analysis_gain
 
 PITCH_SETTINGS = ("true", "estimated")
 
@@ -95,16 +96,11 @@ def analyse(mx, cfs: np.ndarray, pitch: str, lc_db: float,
     analyses the signals as they are (models from before format 2).  The IBM is a ratio and does
     not depend on the level.
     """
-    g = analysis_gain_for(mx.mixture, level_rms)
+    g = analysis_gain(mx.mixture, level_rms)
     X = unit_features(g * mx.mixture, cfs, track_pitch(g * pitch_source(mx, pitch)))
     return X, ideal_mask(mx.speech, mx.noise, cfs, lc_db)
 
 
-def analysis_gain_for(x: np.ndarray, level_rms: float | None) -> float:
-    """:func:`fastifkl.level.analysis_gain` of ``x`` to ``level_rms``; 1.0 when ``level_rms`` is None."""
-    from .level import analysis_gain
-
-    return 1.0 if level_rms is None else analysis_gain(x, level_rms)
 
 
 # ---------------------------------------------------------------------------------------------
