@@ -37,6 +37,13 @@ How it is measured (issue 11, REFERENCE section 13):
   creation (model load) is shown apart as "+ setup".  With `-j 2` two processes share the
   machine's 2 cores, which inflates CPU time a little; the load average is given per run.
 - `ibm` is an oracle (it needs the premixed speech and noise): the ceiling of a binary mask.
+- Offline against causal: ours is an OFFLINE system -- it scales each file to a fixed RMS
+  measured over the whole file before analysis (`fastifkl.level`, one gain per file) and
+  resynthesises with zero-phase (forward-backward) gammatone filtering, so every output sample
+  depends on the whole input (the block engine still needs a pre-pass over the file).  The peers
+  RNNoise and DeepFilterNet3 are CAUSAL streaming systems (10 ms frames; DeepFilterNet3 looks
+  two frames, 20 ms, ahead): they never see the future of the signal, which costs them quality.
+  The comparison is of outputs, not of equally constrained systems.
 """
 
 
@@ -66,7 +73,9 @@ def title(row: dict) -> str:
     )
 
 
-def render_run(row: dict) -> str:
+def render_run(row: dict, current_sha: str | None = None) -> str:
+    """One run's section; flagged when its ``fastifkl`` system ran an earlier default model
+    than ``current_sha``."""
     s = row["summary"]
     snrs = s["snrs"]
     lab = " / ".join(snrs)
@@ -76,9 +85,19 @@ def render_run(row: dict) -> str:
     load0 = " ".join(f"{v:.2f}" for v in row["load_avg_start"])
     load1 = " ".join(f"{v:.2f}" for v in row["load_avg_end"])
     m = row["material"]
+    old = stale_default(row, current_sha)
     out = [
-        f"## {title(row)}",
+        f"## {title(row)}" + (" (EARLIER DEFAULT MODEL)" if old else ""),
         "",
+    ]
+    if old:
+        out += [
+            f"**Stale: measured on an earlier default model (sha256 {old[:12]}), not the current one "
+            f"({current_sha[:12]}); the `fastifkl` row does not describe the shipped model.  Re-run the "
+            "command below.**",
+            "",
+        ]
+    out += [
         "```",
         row["command"],
         "```",
@@ -168,7 +187,15 @@ def render_run(row: dict) -> str:
     return "\n".join(out)
 
 
-def _key(row: dict) -> tuple:
+def _models(row: dict) -> tuple:
+    """(system, model sha256) of every fastifkl system of a run (its model files, by content)."""
+    vers = row.get("versions", {})
+    return tuple(sorted((name, str(vers.get(name, {}).get("model_sha256", "?")))
+                        for name in row["systems"] if name.startswith("fastifkl")))
+
+
+def _setup(row: dict) -> tuple:
+    """What a section measures (material, SNRs, systems, mixing), whatever model the run used."""
     m = row["material"]
     return (
         m["speech_dir"],
@@ -183,22 +210,70 @@ def _key(row: dict) -> tuple:
     )
 
 
-def write_report(jsonl: Path, md: Path) -> Path:
-    """docs/QUALITY.md: the latest full run of each setup; the default setup first."""
+def _key(row: dict) -> tuple:
+    """One section per setup AND per set of model files: a run on another model is another result."""
+    return (*_setup(row), _models(row))
+
+
+def current_default_sha() -> str | None:
+    """sha256 of the shipped default model file (None when it cannot be read)."""
+    import hashlib
+
+    try:
+        from fastifkl.separator import DEFAULT_MODEL
+
+        return hashlib.sha256(Path(DEFAULT_MODEL).read_bytes()).hexdigest()
+    except (ImportError, OSError):
+        return None
+
+
+def stale_default(row: dict, current_sha: str | None) -> str | None:
+    """The sha256 of the default model a run used when it is not ``current_sha``, else None."""
+    if current_sha is None or "fastifkl" not in row["systems"]:
+        return None
+    used = str(row.get("versions", {}).get("fastifkl", {}).get("model_sha256", "?"))
+    return None if used == current_sha else used
+
+
+def select_runs(rows: list[dict], current_sha: str | None) -> list[dict]:
+    """The latest full run of each setup and model set; of a setup measured on the current
+    default model, runs on an earlier default model are dropped; a setup measured only on an
+    earlier one keeps its latest run (``render_run`` flags it)."""
+    latest: dict = {}
+    for r in rows:
+        if not r.get("quick"):
+            latest[_key(r)] = r  # later lines win
+    current_setups = {_setup(r) for r in latest.values() if stale_default(r, current_sha) is None}
+    keep: dict = {}
+    for r in latest.values():
+        if stale_default(r, current_sha) is not None:
+            if _setup(r) in current_setups:
+                continue  # superseded by a run on the current model
+            prev = keep.get(_setup(r))
+            if prev is not None and prev["when"] > r["when"]:
+                continue
+            keep[_setup(r)] = r
+        else:
+            keep[_key(r)] = r
+    return list(keep.values())
+
+
+def write_report(jsonl: Path, md: Path, current_sha: str | None = None) -> Path:
+    """docs/QUALITY.md: the latest full run of each setup; the default setup first, sections
+    measured on an earlier default model last and flagged.  ``current_sha``: the current
+    default model's sha256 (default: that of the shipped file)."""
     from fastifkl.audio import atomic_path
 
     rows = []
     if Path(jsonl).is_file():
         with open(jsonl) as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
-    latest: dict = {}
-    for r in rows:
-        if r.get("quick"):
-            continue
-        latest[_key(r)] = r  # later lines win
+    current = current_default_sha() if current_sha is None else current_sha
+    chosen = select_runs(rows, current)
     runs = sorted(
-        latest.values(),
+        chosen,
         key=lambda r: (
+            stale_default(r, current) is not None,
             r["material"]["speech_dir"] != "../shared/corpus/speech/ieee_real",
             r["material"]["split"] != "test",
             bool(r.get("keep_dc")),
@@ -206,7 +281,7 @@ def write_report(jsonl: Path, md: Path) -> Path:
             r["when"],
         ),
     )
-    text = HEADER + "\n" + ("\n".join(render_run(r) for r in runs) if runs else "No full run recorded yet.\n")
+    text = HEADER + "\n" + ("\n".join(render_run(r, current) for r in runs) if runs else "No full run recorded yet.\n")
     md = Path(md)
     with atomic_path(md) as tmp:
         tmp.write_text(text)

@@ -331,7 +331,8 @@ def test_full_disk_injected(sep_inputs, tmp_path, monkeypatch):
     monkeypatch.setattr(WavWriter, "write", write_then_full)
     out = tmp_path / "o"
     r = runner.invoke(app, ["separate", str(ind / "g0.wav"), str(ind / "g1.wav"), "-m", str(model), "-o", str(out)])
-    assert r.exit_code == 2 and r.exception is None or isinstance(r.exception, SystemExit)
+    assert r.exit_code == 2, r.stderr
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)  # no traceback
     assert r.stderr.strip().splitlines() == [
         f"fastifkl: error: {out / 'g0.sep.wav'}: cannot write (No space left on device); stopped after 0 of 2 files"]
     assert list(out.iterdir()) == []

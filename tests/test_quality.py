@@ -235,6 +235,39 @@ def test_report_keeps_the_latest_full_run_of_each_setup(tmp_path):
     assert "2026-01-01" not in text and "2026-01-03" not in text  # superseded; quick
     line = next(ln for ln in text.splitlines() if ln.startswith("| A |"))
     assert "2/4" in line and "0.250" in line and "+0.000" in line
+    # the reader learns that ours is offline and the streaming peers are causal
+    assert "ours is an OFFLINE system" in text and "whole file" in text and "zero-phase" in text
+    assert "RNNoise and DeepFilterNet3 are CAUSAL" in text
+
+
+def _fkl_row(when, sha, keep_dc=False):
+    """A run whose system is the default fastifkl model of content ``sha``."""
+    r = json.loads(json.dumps(_row(when)).replace('"A"', '"fastifkl"'))
+    r["versions"] = {"fastifkl": {"model": "default.fkl", "model_sha256": sha}}
+    r["keep_dc"] = keep_dc
+    return r
+
+
+def test_report_drops_or_flags_runs_on_an_earlier_default_model(tmp_path):
+    """A section measured on an earlier default model is dropped beside a run of the same setup
+    on the current one, and flagged where it is the only run of its setup."""
+    rep = _bench_module("_quality_report")
+    old, new = "0" * 64, "1" * 64
+    jl = tmp_path / "quality.jsonl"
+    rows = [_fkl_row("2026-01-01T00:00:00", old), _fkl_row("2026-01-02T00:00:00", old, keep_dc=True),
+            _fkl_row("2026-01-03T00:00:00", new), _fkl_row("2026-01-04T00:00:00", old)]  # old model, later
+    jl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = rep.write_report(jl, tmp_path / "QUALITY.md", current_sha=new).read_text()
+    assert "2026-01-03" in text  # the current model's run of the default setup
+    assert "2026-01-01" not in text and "2026-01-04" not in text  # earlier model beside it: dropped
+    assert "2026-01-02" in text  # the only --keep-dc run: kept, flagged
+    heads = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert len(heads) == 2 and heads[0].endswith("dB") and heads[1].endswith("(EARLIER DEFAULT MODEL)")
+    assert text.count("**Stale: measured on an earlier default model (sha256 000000000000)") == 1
+    assert "current one (111111111111)" in text
+    # with every run on the current model nothing is flagged
+    jl.write_text(json.dumps(_fkl_row("2026-01-05T00:00:00", new)) + "\n")
+    assert "Stale" not in rep.write_report(jl, tmp_path / "Q2.md", current_sha=new).read_text()
 
 
 def test_cli_bench_passes_options_on_to_the_script(tmp_path, monkeypatch):
