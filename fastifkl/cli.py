@@ -168,7 +168,7 @@ def train(
     channels: int = typer.Option(_SEP["n_channels"], "--channels", help=f"Gammatone channels ({_SEP['fmin']:g}-"
                                                                         f"{_SEP['fmax']:g} Hz)."),
     split: Optional[str] = typer.Option(None, "--split", help="Use only these splits of the set (comma-separated; "
-                                                              "default: all but 'tune')."),
+                                                              "default: all but tune, test and test_real)."),
     tune: bool = typer.Option(False, "--tune", help="Choose sigma scale, C and gamma on the set's 'tune' split first."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (-1: one per core)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),

@@ -282,11 +282,16 @@ def default_kernel_ids(entries, seed: int) -> set[str]:
     return {e.id for e in entries if e.speech in chosen}
 
 
+TEST_SPLITS = ("test", "test_real")
+"""Splits never trained on unless asked for by name (the protocol's held-out talkers)."""
+
+
 def training_sets(mixset, splits: list[str] | None = None, *, tune: bool = False, tune_split: str = "tune"):
     """The training mixtures of a set and, with ``tune``, its tuning mixtures.
 
     Training uses the mixtures of ``splits`` (default: every split but ``tune_split``, which is
-    held out for tuning); tuning uses the ``tune_split`` mixtures.
+    held out for tuning, and the test splits ``TEST_SPLITS``, which are only used when named in
+    ``splits``); tuning uses the ``tune_split`` mixtures.
 
     Returns
     -------
@@ -294,7 +299,13 @@ def training_sets(mixset, splits: list[str] | None = None, *, tune: bool = False
     """
     if tune and tune_split not in mixset.splits:
         raise InputError(f"{mixset.directory}: tuning needs mixtures with split '{tune_split}' in the set")
-    train = mixset.select(splits=splits or [s for s in mixset.splits if s != tune_split] or None)
+    if not splits:
+        splits = [s for s in mixset.splits if s != tune_split and s not in TEST_SPLITS]
+        if not splits:
+            held = sorted(set(mixset.splits) & {tune_split, *TEST_SPLITS})
+            raise InputError(f"{mixset.directory}: no mixtures left for training (held out by default: "
+                             f"{', '.join(held)}; name a split with --split to train on it)")
+    train = mixset.select(splits=splits)
     if len(train) == 0:
         raise InputError(f"{mixset.directory}: no mixtures left for training")
     return train, (mixset.select(splits=[tune_split]) if tune else None)

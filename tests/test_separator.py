@@ -299,3 +299,23 @@ def test_separate_with_missing_input_and_empty_dir(corpus, data, tmp_path):
     assert r.exit_code == 2 and "holds no audio" in r.output
     r = runner.invoke(app, ["separate", str(tmp_path / "gone.wav"), "-m", str(model), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_training_leaves_test_splits_out_unless_named(tmp_path):
+    """Without --split, training uses every split but tune, test and test_real; a test split is
+    only trained on when named."""
+    from fastifkl.corpus import Entry
+    from fastifkl.training import training_sets
+
+    splits = ["kernel", "svm", "tune", "test", "test_real", "train_real"]
+    ms = MixtureSet(tmp_path, [Entry(id=f"u{k}", speech="s.wav", noise="n.wav", noise_label="hum", offset=0,
+                                     snr_db=0.0, split=s, domain="hum", seed=0) for k, s in enumerate(splits)])
+    train, tune = training_sets(ms)
+    assert [e.split for e in train] == ["kernel", "svm", "train_real"] and tune is None
+    train, tune = training_sets(ms, tune=True)
+    assert [e.split for e in tune] == ["tune"] and "test" not in train.splits
+    train, _ = training_sets(ms, ["svm", "test"])  # asked for by name
+    assert [e.split for e in train] == ["svm", "test"]
+    only_test = MixtureSet(tmp_path, [e for e in ms.entries if e.split in ("tune", "test", "test_real")])
+    with pytest.raises(InputError, match="held out by default: test, test_real, tune; name a split with --split"):
+        training_sets(only_test)
