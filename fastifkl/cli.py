@@ -29,7 +29,7 @@ import numpy as np
 import typer
 
 from . import __version__
-from .cli_support import Bars, fail, handles_errors, progress, split_list
+from .cli_support import Bars, fail, handles_errors, progress, split_list, tidy_help
 
 app = typer.Typer(
     name="fastifkl",
@@ -71,7 +71,7 @@ def mix(
     noises: Optional[str] = typer.Option(None, "--noises", help="Comma-separated noise labels (or file stems)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise offsets."),
     wavs: bool = typer.Option(False, "--wavs", help="Also write mixture/speech/noise wavs under OUT/wav."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages; errors still go to stderr."),
 ):
     """Pair every selected utterance with every selected noise at an exact SNR (a mixture set)."""
     from .corpus import MixtureSet, scan, select_noises, select_speech
@@ -105,10 +105,11 @@ def augment(
                               "female (formant ratio 1.1-1.2, pitch median 180-240 Hz)."),
     per_kind: int = typer.Option(1, "--per-kind", help="Transformed copies per utterance and transform."),
     seed: int = typer.Option(0, "--seed", help="Seed of the drawn transform parameters."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors still shown."),
 ):
-    """Talker augmentation: new voices from the training speech (Praat "Change gender"; needs the
-    "train" extra, praat-parselmouth). Deterministic for a seed."""
+    """Talker augmentation: new voices from the training speech (Praat "Change gender").
+
+    Needs the "train" extra (praat-parselmouth).  Deterministic for a seed."""
     from .augment import augment_corpus
     from .corpus import scan, select_speech
 
@@ -142,12 +143,12 @@ def train(
     kernel: str = typer.Option(_SEP["kernel"], "--kernel", help="learned (KL-SVM) or gaussian (G-SVM)."),
     pitch: str = typer.Option(_SEP["pitch"], "--pitch", help="Pitch of the training features: 'true' (premixed "
                                                              "speech) or 'estimated' (mixture)."),
-    seed: int = typer.Option(_SEP["seed"], "--seed"),
+    seed: int = typer.Option(_SEP["seed"], "--seed", help="Seed of the unit sampling and of random ITML orders."),
     C: float = typer.Option(_SEP["C"], "--C", help="SVM penalty."),
     gamma: float = typer.Option(_SEP["gamma"], "--gamma", help="ITML slack trade-off."),
     sigma: Optional[float] = typer.Option(_SEP["sigma"], "--sigma", help="Gaussian width (default: median heuristic "
                                                                          "x --sigma-scale)."),
-    sigma_scale: float = typer.Option(_SEP["sigma_scale"], "--sigma-scale"),
+    sigma_scale: float = typer.Option(_SEP["sigma_scale"], "--sigma-scale", help="Factor on the median width."),
     per_domain: int = typer.Option(_SEP["per_domain"], "--per-domain", help="Units per noise condition and channel "
                                                                             "for the constraints."),
     max_train: int = typer.Option(_SEP["max_train"], "--max-train", help="SVM training units per channel (class mix "
@@ -164,7 +165,7 @@ def train(
                                                                             "similar_first or random (seeded)."),
     rank: Optional[int] = typer.Option(_SEP["rank"], "--rank", help="Rank of the low-rank ITML (default: the smallest "
                                        "rank with <= 1 % relative truncation error of the base kernel)."),
-    max_sweeps: int = typer.Option(_SEP["max_sweeps"], "--max-sweeps"),
+    max_sweeps: int = typer.Option(_SEP["max_sweeps"], "--max-sweeps", help="Most ITML sweeps over the constraints."),
     channels: int = typer.Option(_SEP["n_channels"], "--channels", help=f"Gammatone channels ({_SEP['fmin']:g}-"
                                                                         f"{_SEP['fmax']:g} Hz)."),
     split: Optional[str] = typer.Option(None, "--split", help="Use only these splits of the set (comma-separated; "
@@ -172,7 +173,7 @@ def train(
     tune: bool = typer.Option(False, "--tune", help="Choose sigma scale, C and gamma on the set's 'tune' split first."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (-1: one per core)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary; errors still shown."),
 ):
     """Train a separator (kernel learning + one SVM per channel) and write a model file."""
     import time
@@ -217,11 +218,13 @@ def separate(
     output: str = typer.Option("ratio", "--output", help="ratio (a soft mask from the calibrated speech "
                                "posteriors; default) or binary (the paper's binary mask)."),
     downmix: bool = typer.Option(False, "--downmix", help="Average the channels of multi-channel files."),
-    workers: int = typer.Option(1, "--workers", "-j"),
+    workers: int = typer.Option(1, "--workers", "-j", help="Files separated side by side in local worker processes."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or list of written files; errors "
+                                                            "and the summary still go to stderr."),
 ):
     """Separate speech from noise in each input, block by block (memory bounded whatever the length).
+
     A bad file is reported in one line and skipped, the rest are done; exit 2 if any input was
     bad, 1 if a file failed otherwise, 0 if all were done."""
     from .audio import output_dir
@@ -270,10 +273,11 @@ def evaluate(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
     plot: Optional[Path] = typer.Option(None, "--plot",
                                         help="Directory for the mask figure (IBM and each model's mask)."),
-    workers: int = typer.Option(1, "--workers", "-j"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler"),
+    workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (one mixture per job)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or figure path; the table (or "
+                                                            "JSON) is still printed."),
 ):
     """HIT, FA, HIT-FA and accuracy per noise and overall (Markdown table, JSON with --report)."""
     from .corpus import MixtureSet
@@ -385,12 +389,15 @@ def cochleagram_cmd(
 @handles_errors
 def demo(
     out: Path = typer.Option(Path("fastifkl-demo"), "-o", "--out", help="Output directory."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the mixing and the training."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (fewer sentences, noises and channels) in seconds."),
     workers: int = typer.Option(2, "--workers", "-j", help="Local worker processes."),
 ):
-    """End to end on a corpus it builds itself: TTS speech + generated noises, G-SVM and KL-SVM,
-    scores on unseen noises, wavs and the mask figure (needs the optional "demo" extra of fastifkl)."""
+    """End to end on a corpus it builds itself: train, separate, score and plot (extra "demo").
+
+    TTS speech + generated noises, G-SVM and KL-SVM trained in minutes, scores on unseen noises
+    beside the shipped default model's, wavs and the mask figure (needs the optional "demo" extra of
+    fastifkl)."""
     from .demo import run_demo
 
     run_demo(out, seed=seed, quick=quick, workers=workers, log=typer.echo)
@@ -441,7 +448,7 @@ def experiment(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default 2)."),
     tune: bool = typer.Option(False, "--tune", help="Tune sigma scale, C and gamma on the 'tune' split (training "
                                                     "noises only) first."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages; errors still go to stderr."),
 ):
     """Run the paper's experiment (Section 5) end to end and write docs/RESULTS.md, results.json and figures."""
     import shlex
@@ -456,8 +463,11 @@ def experiment(
     run_experiment(cfg, out_dir=out, work_dir=work, command=command, log=None if quiet else typer.echo)
 
 
+tidy_help(app)  # after the last command: docstrings reflowed for rich, no <bool> beside flags
+
+
 def main() -> None:
-    app()
+    app(prog_name="fastifkl")
 
 
 if __name__ == "__main__":

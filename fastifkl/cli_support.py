@@ -12,7 +12,7 @@ import typer
 
 from .errors import FastifklError
 
-__all__ = ["Bars", "fail", "handles_errors", "os_error_message", "progress", "split_list"]
+__all__ = ["Bars", "fail", "handles_errors", "os_error_message", "progress", "reflow", "split_list", "tidy_help"]
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -96,3 +96,54 @@ class Bars:
         if stage not in self.tasks:
             self.tasks[stage] = self.prog.add_task(stage, total=total)
         self.prog.update(self.tasks[stage], completed=done)
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring as help text: each paragraph on one line (lines starting with "- " start a
+    new line), so that rich wraps it to the terminal instead of keeping the source's breaks."""
+    if not doc:
+        return doc
+    import inspect
+
+    out = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for ln in para.splitlines():
+            ln = ln.strip()
+            if lines and not ln.startswith("- "):
+                lines[-1] += " " + ln
+            else:
+                lines.append(ln)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _plain_flags() -> None:
+    """Typer's rich help shows a ``<bool>`` type beside every on/off flag (``--quiet <bool>``),
+    which reads as if the flag took a value; show no type for flags (as click's plain help does)."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - another typer layout: leave it as it is
+        return
+    show = getattr(TyperOption, "display_type_rich", None)
+    if show is None or getattr(show, "_fastifkl_plain_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else show(self, ctx)
+
+    display_type_rich._fastifkl_plain_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+def tidy_help(app: typer.Typer) -> typer.Typer:
+    """Help text a new user can read: every command's docstring reflowed (:func:`reflow`), no
+    ``<bool>`` beside flags."""
+    for info in app.registered_commands:
+        if info.help is None and info.callback is not None:
+            info.help = reflow(info.callback.__doc__)
+    cb = app.registered_callback
+    if cb is not None and cb.help is None and cb.callback is not None:
+        cb.help = reflow(cb.callback.__doc__)
+    _plain_flags()
+    return app

@@ -241,7 +241,8 @@ def _read_header(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
     try:
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(buf, max_header_size=_MAX_HEADER)
-    except (ValueError, TypeError, SyntaxError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to parse an untrusted header (numpy's parser raises
+        # ValueError, SyntaxError, tokenize.TokenError, TypeError, ...) means a corrupt file
         raise ModelError(f"{p}: corrupt model file (entry '{name}.npy' has a bad header: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biuf":

@@ -177,7 +177,7 @@ def test_full_report_from_fake_results(tmp_path):
 
 
 @pytest.mark.corpus
-def test_quick_experiment_kl_svm_beats_g_svm_on_unseen_noises(corpus_dir, tmp_path):
+def test_quick_experiment_scores_both_svms_on_unseen_noises(corpus_dir, tmp_path):
     cfg = exp.load_config(quick=True, corpus=str(corpus_dir))
     res = exp.run_experiment(cfg, out_dir=tmp_path / "docs", work_dir=tmp_path / "work",
                              command="fastifkl experiment --quick", log=None)
@@ -198,12 +198,22 @@ def test_quick_experiment_kl_svm_beats_g_svm_on_unseen_noises(corpus_dir, tmp_pa
     if res["figures"]:
         assert (out / res["figures"]["fig2"]).stat().st_size > 1000
         assert (out / res["figures"]["fig1"]).stat().st_size > 1000
-    # the paper's finding, in direction: KL-SVM above G-SVM in average HIT-FA on unseen noises
+    # What the code guarantees (not the paper's finding, which a 3-utterance run cannot settle:
+    # the full run has KL-SVM below G-SVM with estimated pitch, docs/RESULTS.md): each SVM's
+    # mask is better than chance (a random mask has HIT-FA 0 in expectation) and below the
+    # IBM's (HIT-FA 1); the KL-SVM really uses the learned kernel on most channels; the
+    # reported KL - G margin is the difference of the two scores.
     for p in cfg.pitches:
         kl = prim["scores"][f"KL-SVM|{p}"]["mean_over_noises"]["hit_fa"]
         g = prim["scores"][f"G-SVM|{p}"]["mean_over_noises"]["hit_fa"]
         print(f"quick, {p} pitch: KL-SVM HIT-FA {kl:.4f}, G-SVM {g:.4f}, margin {100 * (kl - g):+.2f} points")
-        assert kl > g, f"{p} pitch: KL-SVM HIT-FA {kl:.3f} is not above G-SVM {g:.3f}"
+        for name, v in (("KL-SVM", kl), ("G-SVM", g)):
+            assert 0.05 < v < 1.0, f"{p} pitch: {name} HIT-FA {v:.3f} is not between chance and the IBM"
+        assert res["kl_minus_g"][p]["hit_fa_points"] == pytest.approx(100 * (kl - g))
+        info = res["models"][f"KL-SVM|{p}"]
+        assert info["params"]["kernel"] != res["models"][f"G-SVM|{p}"]["params"]["kernel"]
+        n_ch = res["models"][f"G-SVM|{p}"]["params"]["n_channels"]
+        assert len(info["gaussian_fallback_channels"]) < n_ch / 2, info["gaussian_fallback_channels"]
 
 
 def test_test_noises_from_another_directory(corpus_dir, tmp_path):
