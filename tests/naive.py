@@ -490,3 +490,17 @@ def pitch_viterbi(logp, log_trans):
     for t in range(m - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return path
+
+
+# ================================================================================== kernel maps
+
+
+def nystroem_gram(A, B, Z, sigma, floor=0.0):
+    """Nystroem approximation k(A, Z) W^+ k(Z, B) of the Gaussian kernel on landmarks Z, with
+    explicit exp() for the kernel values and scipy's pinvh (relative cutoff ``floor``) for W^+."""
+    def k(P, Q):
+        return np.exp(-((P[:, None, :] - Q[None, :, :]) ** 2).sum(-1) / (2.0 * sigma**2))
+
+    W = k(Z, Z)
+    Wp = scipy.linalg.pinvh(W, atol=0.0, rtol=floor) if floor > 0 else np.linalg.inv(W)
+    return k(A, Z) @ Wp @ k(Z, B)
