@@ -23,6 +23,14 @@ Folding the learned kernel into the SVM (stage 4):  With support vectors s_i, du
    low-rank mode).  So every channel stores one point set ``Z = [S; X]`` and one coefficient
    vector ``[a; w]``, and its decision values for all frames are one Gaussian-kernel GEMM
    (:func:`fastifkl.kernels.gaussian_decision`).
+
+Paper scale (``solver="liblinear"``, REFERENCE 15): stages 3-4 become a linear SVM
+(:class:`fastifkl.svm.LinearSVM`, LIBLINEAR ``-s 2``) on an explicit kernel map of every SVM
+training unit (:mod:`fastifkl.kernel_map`): ``phi(x) = A k(Z, x)`` with ``Z`` = ``n_landmarks``
+landmarks drawn from the training units (Gaussian; ``landmark_method`` uniform or k-means) or the
+kernel-learning points plus uniform training units up to ``n_landmarks`` (learned kernel, so that
+one kernel block serves the Nystroem part and Eq. 9's correction).  The linear model folds into the
+same form, ``w . phi(x) + b = (A^T w) . k(Z, x) + b``: points ``Z``, coefficients ``A^T w``.
 """
 from __future__ import annotations
 
@@ -53,15 +61,19 @@ def _fit(job: dict) -> dict:
     from .svm import ChannelSVM
 
     p = job["params"]
+    if p.get("solver", "libsvm") == "liblinear":
+        return _fit_linear(job)
     rng = np.random.default_rng([p["seed"], 1000 + job["channel"]])
     Xs, ys = _svm_sample(job, rng)
     info: dict[str, Any] = {"n_train": int(ys.size), "n_pos": int(ys.sum())}
-    lk = sigma = gram = None
+    lk = sigma = None
     if p["kernel"] == "learned":
-        lk, sigma, gram = _learned_kernel(job, Xs, rng, info)
+        lk, sigma = _learned_kernel(job, rng, info)
     if lk is None:
         sigma = p["sigma"] or median_sigma(Xs, rng) * p["sigma_scale"]
         gram = gaussian(Xs, sigma=sigma)
+    else:
+        gram = lk(Xs)
     svm = ChannelSVM(C=p["C"]).fit(gram, ys)
     info["n_sv"] = svm.n_support_
     Z, coef = _fold(lk, svm, Xs)
@@ -73,6 +85,44 @@ def _fit(job: dict) -> dict:
         ref = svm.decision(lk(Xs, S) if lk is not None else gaussian(Xs, S, sigma))
         mine = gaussian_decision(Xs, Z, coef, out["bias"], sigma)
         out["info"]["fold_check_max_abs_err"] = float(np.max(np.abs(ref - mine))) if ref.size else 0.0
+    return out
+
+
+def _fit_linear(job: dict) -> dict:
+    """Paper scale: LIBLINEAR on the kernel map of every SVM training unit, folded (module doc)."""
+    from .kernel_map import gaussian_map, landmarks, learned_map
+    from .kernels import gaussian_decision, median_sigma
+    from .svm import LinearSVM
+
+    p = job["params"]
+    c = job["channel"]
+    rng = np.random.default_rng([p["seed"], 1000 + c])
+    rng_map = np.random.default_rng([p["seed"], 3000 + c])  # landmarks: their own stream
+    Xs, ys = _svm_sample(job, rng)
+    info: dict[str, Any] = {"n_train": int(ys.size), "n_pos": int(ys.sum())}
+    m = int(p["n_landmarks"])
+    lk = None
+    if p["kernel"] == "learned":
+        lk, _ = _learned_kernel(job, rng, info)
+    if lk is None:
+        sigma = p["sigma"] or median_sigma(Xs, rng) * p["sigma_scale"]
+        kmap = gaussian_map(landmarks(Xs, m, p.get("landmark_method", "uniform"), rng_map), sigma)
+    else:
+        n_extra = max(0, m - lk.landmarks.shape[0])
+        extra = landmarks(Xs, n_extra, "uniform", rng_map) if n_extra else None
+        kmap = learned_map(lk, extra)
+    Phi = kmap.transform(Xs)
+    svm = LinearSVM(C=p["C"]).fit(Phi, ys)
+    coef = kmap.fold(svm.coef_)
+    bias = float(svm.intercept_)
+    info.update(n_sv=int(kmap.n_landmarks), map_dim=int(kmap.dim), solver=svm.options_ or "constant")
+    out = {"Z": kmap.Z, "coef": coef, "bias": bias, "sigma": float(kmap.sigma), "info": info,
+           "platt": _calibrate(job, kmap.Z, coef, bias, float(kmap.sigma), info)}
+    if job.get("check"):
+        # the folded kernel expansion must equal the linear model on the map
+        ref = svm.decision(Phi)
+        mine = gaussian_decision(Xs, kmap.Z, coef, bias, kmap.sigma)
+        info["fold_check_max_abs_err"] = float(np.max(np.abs(ref - mine)))
     return out
 
 
@@ -94,7 +144,8 @@ def _calibrate(job: dict, Z, coef, bias: float, sigma: float, info: dict):
 
 
 def _svm_sample(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1: the normalised SVM training sample (n, D) and its labels (n,)."""
+    """Stage 1: the normalised SVM training sample (n, D) and its labels (n,); every unit of
+    the pool when ``max_train`` is None."""
     from .svm import balanced_subsample, prior_subsample
 
     p = job["params"]
@@ -102,21 +153,22 @@ def _svm_sample(job: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     if units.y.size == 0:
         raise InputError("no SVM training mixtures (every mixture was used for kernel learning)")
     counts = job.get("counts")
-    if p.get("svm_prior", "balanced") == "natural" and counts is not None and counts.sum() > 0:
+    if p["max_train"] is None:
+        take = np.arange(units.y.size)
+    elif p.get("svm_prior", "balanced") == "natural" and counts is not None and counts.sum() > 0:
         # the class mix of the SVM's training sample = the IBM prior of this channel in the
         # training mixtures (the class-balanced pool is subsampled to it)
         take = prior_subsample(units.y, p["max_train"], float(counts[1] / counts.sum()), rng)
     else:
         take = balanced_subsample(units.y, p["max_train"], rng)
-    return (units.X[take] - job["mean"]) / job["std"], units.y[take]
+    return (np.asarray(units.X[take], dtype=np.float64) - job["mean"]) / job["std"], units.y[take]
 
 
-def _learned_kernel(job: dict, Xs: np.ndarray, rng: np.random.Generator, info: dict):
+def _learned_kernel(job: dict, rng: np.random.Generator, info: dict):
     """Stage 2: kernel ITML on the channel's cross-domain constraints.
 
-    Returns ``(LearnedKernel, sigma, its Gram matrix on the SVM sample Xs)``, or ``(None, None,
-    None)`` with ``info["fallback"]`` set when the channel cannot learn a kernel (e.g. a domain
-    with one class: no cross-domain constraints).
+    Returns ``(LearnedKernel, sigma)``, or ``(None, None)`` with ``info["fallback"]`` set when the
+    channel cannot learn a kernel (e.g. a domain with one class: no cross-domain constraints).
     """
     from .constraints import distance_thresholds
     from .itml import learn_kernel
@@ -136,10 +188,10 @@ def _learned_kernel(job: dict, Xs: np.ndarray, rng: np.random.Generator, info: d
         info.update(n_landmarks=int(Xl.shape[0]), n_constraints=int(cons[0].size), u=float(u), l=float(l),
                     sweeps=int(res.n_sweeps), converged=bool(res.converged), rank=res.rank,
                     truncation_error=res.truncation_error)
-        return lk, sigma, lk(Xs)
+        return lk, sigma
     except InputError as exc:
         info["fallback"] = f"gaussian kernel ({exc})"
-        return None, None, None
+        return None, None
 
 
 def _fold(lk, svm, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

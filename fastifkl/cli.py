@@ -171,6 +171,14 @@ def train(
     split: Optional[str] = typer.Option(None, "--split", help="Use only these splits of the set (comma-separated; "
                                                               "default: all but tune, test and test_real)."),
     tune: bool = typer.Option(False, "--tune", help="Choose sigma scale, C and gamma on the set's 'tune' split first."),
+    solver: str = typer.Option(_SEP["solver"], "--solver", help="libsvm (C-SVC on a precomputed Gram matrix of "
+                               "--max-train units) or liblinear (linear SVM on a Nystroem map: paper scale)."),
+    landmarks: int = typer.Option(_SEP["n_landmarks"], "--landmarks", help="Landmarks of the Nystroem map "
+                                  "(liblinear; model size and decision cost grow with it)."),
+    landmark_method: str = typer.Option(_SEP["landmark_method"], "--landmark-method",
+                                        help="Landmarks of the Gaussian map: uniform (seeded sample) or kmeans."),
+    all_units: bool = typer.Option(False, "--all-units", help="Train on every unit of the SVM mixtures (no "
+                                   "--max-train/--units-per-mixture caps; needs --solver liblinear)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (-1: one per core)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary; errors still shown."),
@@ -186,7 +194,10 @@ def train(
     sep = Separator(kernel=kernel, C=C, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale, per_domain=per_domain,
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
                     n_channels=channels, svm_prior=svm_prior, itml_order=itml_order,
-                    units_per_mixture=units_per_mixture, calib_per_mixture=calib_per_mixture)
+                    units_per_mixture=units_per_mixture, calib_per_mixture=calib_per_mixture, solver=solver,
+                    n_landmarks=landmarks, landmark_method=landmark_method)
+    if all_units:
+        sep.set_params(max_train=None, units_per_mixture=None)
     t0 = time.perf_counter()
     with progress(not quiet) as prog:
         sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=Bars(prog),
@@ -332,9 +343,18 @@ def info(model: Path = typer.Argument(..., help="Model file.")):
     typer.echo(f"training: {tr.get('mixtures', '?')} mixtures ({tr.get('kernel_mixtures', '?')} kernel learning, "
                f"{tr.get('svm_mixtures', '?')} SVM), noises {', '.join(tr.get('domains', []))}, "
                f"digest {str(tr.get('digest', ''))[:16]}")
+    if sep.solver == "liblinear":
+        typer.echo(f"solver: liblinear (linear SVM, -s 2, balanced class weights) on a Nystroem map, "
+                   f"{sep.n_landmarks} landmarks ({sep.landmark_method}); training units per channel: "
+                   + ("all" if sep.max_train is None else f"at most {sep.max_train}"))
+    else:
+        typer.echo(f"solver: libsvm (C-SVC, precomputed kernel), at most {sep.max_train} training units per channel")
     if chans:
         nsv = [c.get("n_sv", 0) for c in chans]
-        typer.echo(f"support vectors per channel: min {min(nsv)}, mean {np.mean(nsv):.0f}, max {max(nsv)}")
+        ntr = [c.get("n_train", 0) for c in chans]
+        what = "landmarks" if sep.solver == "liblinear" else "support vectors"
+        typer.echo(f"{what} per channel: min {min(nsv)}, mean {np.mean(nsv):.0f}, max {max(nsv)}; training units "
+                   f"per channel: min {min(ntr)}, mean {np.mean(ntr):.0f}, max {max(ntr)}")
         fb = [i for i, c in enumerate(chans) if "fallback" in c]
         if fb:
             typer.echo(f"channels that fell back to the Gaussian kernel: {fb}")

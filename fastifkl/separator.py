@@ -65,10 +65,24 @@ class Separator:
     rank : int or None
         Low-rank ITML rank (None: smallest rank with <= 1 % relative Frobenius truncation error of K0).
     max_sweeps, tol : ITML stopping rule.
-    max_train : int
-        SVM training units per channel (subsample with the class mix of ``svm_prior``).
-    units_per_mixture : int
-        Per class and channel, units kept from each training mixture before subsampling.
+    max_train : int or None
+        SVM training units per channel (subsample with the class mix of ``svm_prior``); None:
+        every unit of the candidate pool (paper scale, with ``solver="liblinear"``).
+    units_per_mixture : int or None
+        Per class and channel, units kept from each training mixture before subsampling; None:
+        every frame of every SVM-training mixture except its calibration units (then the pool
+        has the natural class mix).
+    solver : {"libsvm", "liblinear"}
+        "libsvm": C-SVC on the precomputed Gram matrix of the (capped) sample, the paper's;
+        "liblinear": a linear SVM (LIBLINEAR ``-s 2``, balanced class weights) on a Nystroem map
+        of the units with ``n_landmarks`` landmarks (:mod:`fastifkl.kernel_map`), folded into the
+        same kernel expansion (REFERENCE 15).
+    n_landmarks : int
+        Landmarks of the map (liblinear only; the learned kernel uses its kernel-learning points
+        plus uniform training units up to this number).
+    landmark_method : {"uniform", "kmeans"}
+        Landmarks of the Gaussian map: a seeded uniform sample of the training units, or k-means
+        centres.
     lc_db : float
         Local criterion of the IBM (dB).
     pitch : {"estimated", "true"}
@@ -94,7 +108,8 @@ class Separator:
                  lc_db: float = -10.0, pitch: str = "estimated", n_channels: int = N_CHANNELS, fmin: float = FMIN,
                  fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural", itml_order: str = "given",
                  level_rms: float | None = LEVEL_RMS, calib_per_mixture: int = 8,
-                 mask_floor_db: float = RATIO_FLOOR_DB, mask_beta: float = RATIO_BETA):
+                 mask_floor_db: float = RATIO_FLOOR_DB, mask_beta: float = RATIO_BETA, solver: str = "libsvm",
+                 n_landmarks: int = 400, landmark_method: str = "uniform"):
         self.kernel = kernel
         self.C = C
         self.sigma = sigma
@@ -119,6 +134,9 @@ class Separator:
         self.calib_per_mixture = calib_per_mixture
         self.mask_floor_db = mask_floor_db
         self.mask_beta = mask_beta
+        self.solver = solver
+        self.n_landmarks = n_landmarks
+        self.landmark_method = landmark_method
 
     # -- scikit-learn conventions -------------------------------------------------------------
     @classmethod
@@ -138,7 +156,8 @@ class Separator:
         return self
 
     def __repr__(self) -> str:
-        return f"Separator(kernel={self.kernel!r}, C={self.C!r}, gamma={self.gamma!r}, pitch={self.pitch!r})"
+        return (f"Separator(kernel={self.kernel!r}, C={self.C!r}, gamma={self.gamma!r}, pitch={self.pitch!r}, "
+                f"solver={self.solver!r})")
 
     def check_params(self) -> Separator:
         """Validate the parameters; one-line :class:`InputError` on a bad value.  Returns ``self``."""
@@ -166,9 +185,23 @@ class Separator:
             raise InputError(f"mask_beta must be a positive number, got {self.mask_beta!r}")
         if np.isnan(self.mask_floor_db) or self.mask_floor_db > 0:
             raise InputError(f"mask_floor_db must be <= 0 dB, got {self.mask_floor_db!r}")
-        for k in ("per_domain", "max_train", "units_per_mixture", "max_sweeps"):
+        for k in ("per_domain", "max_sweeps", "n_landmarks"):
             if int(getattr(self, k)) < 1:
                 raise InputError(f"{k} must be >= 1")
+        for k in ("max_train", "units_per_mixture"):  # None: every unit
+            if getattr(self, k) is not None and int(getattr(self, k)) < 1:
+                raise InputError(f"{k} must be >= 1 (or None: every unit)")
+        from .kernel_map import LANDMARK_METHODS
+        from .svm import SOLVERS
+
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.landmark_method not in LANDMARK_METHODS:
+            raise InputError(f"landmark_method must be one of {', '.join(LANDMARK_METHODS)}, "
+                             f"got {self.landmark_method!r}")
+        if self.solver == "libsvm" and self.max_train is None:
+            raise InputError("max_train=None (every unit) needs solver='liblinear': a precomputed Gram matrix of "
+                             "every unit does not fit in memory")
         return self
 
     # -- training -----------------------------------------------------------------------------

@@ -153,6 +153,11 @@ def _mixture_units(job: dict) -> dict:
     n_cal = job.get("calib", 0) if job["role"] == "svm" else 0
     cap = job["cap"]
     picks, calib = [], []
+    if cap is None and job["role"] == "svm":
+        return {"stats": moments(X), **_all_units(X, ibm, n_cal, rng_cal), "role": job["role"],
+                "domain": job["domain"], "counts": _counts(ibm)}
+    if cap is None:  # kernel-learning mixtures keep their class-balanced pool (ITML draws ~100 per noise)
+        cap = KERNEL_POOL_CAP
     for c in range(X.shape[1]):
         y = ibm[c]
         sel = []
@@ -167,10 +172,33 @@ def _mixture_units(job: dict) -> dict:
             free = np.setdiff1d(np.arange(y.size), sel, assume_unique=False)
             cal = np.sort(rng_cal.choice(free, min(n_cal, free.size), replace=False))
             calib.append((X[cal, c, :].astype(np.float32), y[cal].astype(np.int8)))
-    n1 = ibm.astype(np.int64).sum(axis=1)
-    counts = np.stack([ibm.shape[1] - n1, n1], axis=1)  # (C, 2)
     return {"stats": moments(X), "picks": picks, "calib": calib, "role": job["role"], "domain": job["domain"],
-            "counts": counts}
+            "counts": _counts(ibm)}
+
+
+KERNEL_POOL_CAP = 40
+"""Units per class, channel and kernel-learning mixture kept when ``units_per_mixture`` is None
+(every unit is for the SVMs; kernel learning samples ``per_domain`` units per noise from this pool)."""
+
+
+def _counts(ibm: np.ndarray) -> np.ndarray:
+    """IBM counts (C, 2): label 0, label 1 per channel."""
+    n1 = ibm.astype(np.int64).sum(axis=1)
+    return np.stack([ibm.shape[1] - n1, n1], axis=1)
+
+
+def _all_units(X: np.ndarray, ibm: np.ndarray, n_cal: int, rng_cal: np.random.Generator) -> dict:
+    """Every frame of an SVM-training mixture per channel (float32; paper scale), except
+    ``n_cal`` calibration frames per channel drawn first, uniformly over all frames."""
+    picks, calib = [], []
+    M = ibm.shape[1]
+    for c in range(X.shape[1]):
+        cal = np.sort(rng_cal.choice(M, min(n_cal, M), replace=False)) if n_cal else np.zeros(0, np.int64)
+        rest = np.setdiff1d(np.arange(M), cal, assume_unique=True)
+        picks.append((X[rest, c, :].astype(np.float32), ibm[c, rest].astype(np.int8)))
+        if n_cal:
+            calib.append((X[cal, c, :].astype(np.float32), ibm[c, cal].astype(np.int8)))
+    return {"picks": picks, "calib": calib}
 
 
 def _stack(pool: list) -> ChannelUnits:
@@ -182,6 +210,16 @@ def _stack(pool: list) -> ChannelUnits:
                         np.concatenate([d for _, _, d in pool]))
 
 
+def _stack_all(pools: list) -> list[ChannelUnits]:
+    """``_stack`` each channel's pool, releasing the pieces as it goes (peak memory: the units
+    plus one channel, not twice the units)."""
+    out = []
+    for c in range(len(pools)):
+        out.append(_stack(pools[c]))
+        pools[c] = None
+    return out
+
+
 def prepare(
     mixset,
     kernel_ids: set[str] | None,
@@ -189,7 +227,7 @@ def prepare(
     pitch: str = "estimated",
     lc_db: float = -10.0,
     cfs: np.ndarray | None = None,
-    units_per_mixture: int = 40,
+    units_per_mixture: int | None = 40,
     seed: int = 0,
     level_rms: float | None = None,
     calib_per_mixture: int = 0,
@@ -203,9 +241,11 @@ def prepare(
     mixset : corpus.MixtureSet
     kernel_ids : set of mixture ids used for kernel learning (the rest train the SVMs); None
         means the set's ``kernel`` split if present, else a seeded fifth of the utterances.
-    units_per_mixture : int
+    units_per_mixture : int or None
         Units per class and channel kept from each mixture (a class-balanced pool from which
-        the per-channel caps are drawn later).
+        the per-channel caps are drawn later); None: every frame of each SVM-training mixture
+        (float32, outside its calibration units; paper scale) and :data:`KERNEL_POOL_CAP` per
+        class from each kernel-learning mixture.
     level_rms : float or None
         Analyse each mixture scaled to this RMS (see :func:`analyse`); None: as it is.
     calib_per_mixture : int
@@ -253,8 +293,8 @@ def prepare(
     return TrainingData(
         cfs=cfs,
         domains=domains,
-        kernel_units=[_stack(p) for p in pools["kernel"]],
-        svm_units=[_stack(p) for p in pools["svm"]],
+        kernel_units=_stack_all(pools["kernel"]),
+        svm_units=_stack_all(pools["svm"]),
         mean=norm.mean_,
         std=norm.std_,
         n_frames=int(norm.n_),
@@ -262,7 +302,7 @@ def prepare(
         pitch=pitch,
         info={"mixtures": len(jobs), "kernel_mixtures": n_kernel, "svm_mixtures": len(jobs) - n_kernel},
         class_counts=counts,
-        calib_units=[_stack(p) for p in pools["calib"]] if calib_per_mixture else None,
+        calib_units=_stack_all(pools["calib"]) if calib_per_mixture else None,
         level_rms=level_rms,
     )
 
