@@ -179,6 +179,12 @@ def train(
                                         help="Landmarks of the Gaussian map: uniform (seeded sample) or kmeans."),
     all_units: bool = typer.Option(False, "--all-units", help="Train on every unit of the SVM mixtures (no "
                                    "--max-train/--units-per-mixture caps; needs --solver liblinear)."),
+    select: Optional[str] = typer.Option(None, "--select", help="lono: choose C, sigma scale and (gaussian) the "
+                                         "landmark method or (learned) gamma by leave-one-noise-out on the training "
+                                         "set first (the same budget for both kernels)."),
+    select_channel_step: int = typer.Option(4, "--select-channel-step", help="--select scores every Nth channel."),
+    select_max_units: int = typer.Option(8000, "--select-max-units", help="--select: training units per fold and "
+                                         "channel (a seeded sample, the same for every setting)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes (-1: one per core)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (extra 'dask')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary; errors still shown."),
@@ -201,7 +207,8 @@ def train(
     t0 = time.perf_counter()
     with progress(not quiet) as prog:
         sep.fit(train_set, tune_set=tune_set, workers=workers, scheduler=scheduler, progress=Bars(prog),
-                log=None if quiet else typer.echo)
+                log=None if quiet else typer.echo, select=select,
+                select_options={"channel_step": select_channel_step, "max_units": select_max_units})
     sep.save(out)
     if not quiet:
         s = sep.size_summary()
@@ -358,6 +365,19 @@ def info(model: Path = typer.Argument(..., help="Model file.")):
         fb = [i for i, c in enumerate(chans) if "fallback" in c]
         if fb:
             typer.echo(f"channels that fell back to the Gaussian kernel: {fb}")
+    sel = getattr(sep, "selection_", None)
+    if sel:
+        conf = sel.get("confirmed") or {}
+        typer.echo(f"selection: leave-one-noise-out over {', '.join(sel.get('folds', []))}, "
+                   f"{sel.get('settings_scored')} settings scored (budget {sel.get('budget')}) on channels "
+                   f"{sel.get('channels')}, at most {sel.get('max_units')} units per fold and channel")
+        typer.echo("  grid: " + "; ".join(f"{k} {v}" for k, v in sel.get("grid", {}).items()))
+        for t in sel.get("trials", []):
+            typer.echo("  " + ", ".join(f"{k}={v}" for k, v in t["params"].items())
+                       + f": HIT-FA {t['hit_fa']:.3f} (worst fold {t['worst']:.3f})")
+        typer.echo("  chosen: " + ", ".join(f"{k}={v}" for k, v in sel.get("chosen", {}).items())
+                   + f" (HIT-FA {sel.get('score', float('nan')):.3f}"
+                   + (f"; on all channels {conf['hit_fa']:.3f})" if conf else ")"))
     if sep.level_rms is None:
         typer.echo("level: none (format-1 model: inputs are analysed at their own level)")
     else:

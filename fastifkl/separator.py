@@ -206,7 +206,7 @@ class Separator:
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, mixset, *, kernel_ids: set[str] | None = None, tune_set=None, workers: int = 1, scheduler=None,
-            progress=None, log=None) -> Separator:
+            progress=None, log=None, select: str | None = None, select_options: dict | None = None) -> Separator:
         """Analyse the mixture set and train (kernel learning + SVM per channel).
 
         Parameters
@@ -221,7 +221,12 @@ class Separator:
             this estimator.
         workers, scheduler : local processes or a Dask scheduler (see :mod:`fastifkl.parallel`).
         progress : callable(stage, done, total), optional
-        log : callable(str), optional; receives one line per tuning trial.
+        log : callable(str), optional; receives one line per tuning or selection trial.
+        select : {"lono"} or None
+            Choose the settings of :data:`fastifkl.selection.GRIDS` (or ``select_options["grid"]``)
+            by leave-one-noise-out on the training set first (:func:`fastifkl.selection.select`,
+            keyword arguments from ``select_options``); the record lands in ``selection_`` and
+            the model file's metadata.
         """
         from .corpus import MixtureSet
         from .parallel import executor
@@ -248,7 +253,17 @@ class Separator:
                 from .tuning import tune_on_data
 
                 self.set_params(**tune_on_data(self, data, tune_set, executor=ex, progress=progress, log=log))
-            return self.fit_data(data, executor=ex, progress=progress)
+            record = None
+            if select is not None:
+                if select != "lono":
+                    raise InputError(f"select must be 'lono' (leave one noise out), got {select!r}")
+                from .selection import select as lono_select
+
+                record = lono_select(self, data, executor=ex, log=log, **(select_options or {}))
+            self.fit_data(data, executor=ex, progress=progress)
+            if record is not None:
+                self.selection_ = record
+            return self
 
     def fit_data(self, data: TrainingData, *, executor=None, progress=None, check: bool = False) -> Separator:
         """Train from prepared :class:`TrainingData` (lets G-SVM and KL-SVM share one analysis)."""
@@ -444,6 +459,8 @@ class Separator:
             "training": self.training_,
             "channels": self.channel_info_,
         }
+        if getattr(self, "selection_", None) is not None:
+            meta["selection"] = self.selection_
         if self.calibrated:
             meta["calibration"] = {"kind": "platt", "array": "platt", "columns": ["A", "B"]}
         arrays = {"mean": self.mean_, "std": self.std_, "bias": self.bias_, "sigma": self.sigma_}
@@ -494,6 +511,7 @@ class Separator:
             sep.platt_ = model_file.expect(path, arrays, "platt", np.float64, (n_ch, 2))
         sep.channel_info_ = meta.get("channels", [])
         sep.training_ = meta.get("training", {})
+        sep.selection_ = meta.get("selection")
         sep.meta_ = meta
         return sep
 

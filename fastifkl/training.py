@@ -210,6 +210,52 @@ def _stack(pool: list) -> ChannelUnits:
                         np.concatenate([d for _, _, d in pool]))
 
 
+def _svm_rows(mixset, jobs: list, n_cal: int) -> int:
+    """Units per channel of the SVM-training mixtures at paper scale: every frame but the
+    calibration ones (frame counts from the utterances' lengths, as the mixtures have them)."""
+    from .audio import load
+    from .framing import n_frames
+
+    lengths: dict[str, int] = {}
+    total = 0
+    for j in jobs:
+        if j["role"] != "svm":
+            continue
+        sp = j["entry"]["speech"]
+        if sp not in lengths:
+            lengths[sp] = n_frames(load(mixset.resolve(sp)).size)
+        total += lengths[sp] - min(n_cal, lengths[sp])
+    return total
+
+
+class _UnitBuffer:
+    """Per-channel preallocated unit arrays, filled mixture by mixture (float32 features)."""
+
+    def __init__(self, n_ch: int, rows: int):
+        self.rows = rows
+        self.pos = np.zeros(n_ch, dtype=np.int64)
+        self.X: list = [None] * n_ch
+        self.y = [np.empty(rows, np.int8) for _ in range(n_ch)]
+        self.d = [np.empty(rows, np.int16) for _ in range(n_ch)]
+
+    def add(self, c: int, X: np.ndarray, y: np.ndarray, domain: int) -> None:
+        if self.X[c] is None:
+            self.X[c] = np.empty((self.rows, X.shape[1]), np.float32)
+        a, b = int(self.pos[c]), int(self.pos[c]) + y.size
+        if b > self.rows:
+            raise InputError(f"the mixtures hold more frames than their utterances ({b} > {self.rows} in channel {c})")
+        self.X[c][a:b] = X
+        self.y[c][a:b] = y
+        self.d[c][a:b] = domain
+        self.pos[c] = b
+
+    def finish(self) -> list[ChannelUnits]:
+        if np.any(self.pos != self.rows):
+            raise InputError(f"the mixtures hold fewer frames than their utterances ({self.pos.min()} < {self.rows})")
+        return [ChannelUnits(X if X is not None else np.zeros((0, 0), np.float32), y, d)
+                for X, y, d in zip(self.X, self.y, self.d)]
+
+
 def _stack_all(pools: list) -> list[ChannelUnits]:
     """``_stack`` each channel's pool, releasing the pieces as it goes (peak memory: the units
     plus one channel, not twice the units)."""
@@ -272,6 +318,9 @@ def prepare(
     n_ch = len(cfs)
     pools = {"kernel": [[] for _ in range(n_ch)], "svm": [[] for _ in range(n_ch)],
              "calib": [[] for _ in range(n_ch)]}
+    # paper scale: every unit goes straight into preallocated per-channel arrays (the pieces of
+    # each mixture are freed as they are copied; concatenating them would hold the units twice)
+    buf = _UnitBuffer(n_ch, _svm_rows(mixset, jobs, calib_per_mixture)) if units_per_mixture is None else None
     norm = Normalizer()
     counts = np.zeros((n_ch, 2), dtype=np.int64)
     ex = make_executor() if executor is None else executor
@@ -281,9 +330,13 @@ def prepare(
             if res["role"] == "svm":
                 counts += res["counts"]
             for c, (Xc, yc) in enumerate(res["picks"]):
-                pools[res["role"]][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
+                if buf is not None and res["role"] == "svm":
+                    buf.add(c, Xc, yc, res["domain"])
+                else:
+                    pools[res["role"]][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
             for c, (Xc, yc) in enumerate(res["calib"]):
                 pools["calib"][c].append((Xc, yc, np.full(yc.size, res["domain"], dtype=np.int16)))
+            res = Xc = yc = None  # the mixture's pieces go now (their units are in the buffer)
             if progress is not None:
                 progress()
     finally:
@@ -294,7 +347,7 @@ def prepare(
         cfs=cfs,
         domains=domains,
         kernel_units=_stack_all(pools["kernel"]),
-        svm_units=_stack_all(pools["svm"]),
+        svm_units=_stack_all(pools["svm"]) if buf is None else buf.finish(),
         mean=norm.mean_,
         std=norm.std_,
         n_frames=int(norm.n_),
