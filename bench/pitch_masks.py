@@ -15,8 +15,9 @@ test noise, never a test utterance):
   x the 5 training noises at -5 dB.
 
 Pitch settings: "estimated" (tracked on the mixture, in training and at test) with each tracker
-(``fastifkl.pitch.track`` is swapped in this process, one worker), and "true" (tracked on the
-premixed speech with the correlogram tracker, the protocol's reference).  Appends a JSON line to
+(``pitch_method``; with ``--net`` the learned tracker's network is swapped in this process, one
+worker), and "true" (tracked on the premixed speech with the correlogram tracker, the protocol's
+reference before issue 19).  Appends a JSON line to
 bench/results/pitch_masks.jsonl.
 """
 from __future__ import annotations
@@ -82,18 +83,17 @@ def main(argv=None) -> dict:
     out = {}
     try:
         for method, p in variants:
-            opts = {"net": net} if (method == "learned" and net is not None) else {}
-            pitch_mod.track = functools.partial(original, method=method, **opts)
+            pitch_mod.track = functools.partial(original, net=net) if (method == "learned" and net) else original
             t0 = time.perf_counter()
-            sep = Separator(kernel="gaussian", pitch=p, lc_db=cfg.lc_db, **cfg.separator)
+            sep = Separator(kernel="gaussian", pitch=p, lc_db=cfg.lc_db, pitch_method=method, **cfg.separator)
             with executor(workers=1) as ex:
                 data = prepare(train_set, None, pitch=p, lc_db=cfg.lc_db, cfs=cfs, seed=0, level_rms=sep.level_rms,
-                               executor=ex)
+                               pitch_method=method, executor=ex)
                 sep.fit_data(channel_subset(data, chans), executor=ex)
             counts = []
             for e in tune_set.entries:
                 mx = tune_set.mixture(e)
-                X, ibm = analyse(mx, cfs, p, cfg.lc_db, sep.level_rms)
+                X, ibm = analyse(mx, cfs, p, cfg.lc_db, sep.level_rms, method)
                 d = sep.decision_from_features(X[:, chans, :])
                 counts.append(confusion(d > 0, ibm[chans]))
             s = pooled_scores(counts)

@@ -111,7 +111,7 @@ def main(quick: bool = False) -> dict:
         return out
 
     xx = timed("load", lambda: load(tmp / "in.wav"))
-    f0 = timed("pitch", lambda: track_pitch(xx))
+    f0 = timed("pitch", lambda: track_pitch(xx, sep.pitch_method))  # the model's tracker
     R = timed("filterbank", lambda: filterbank(xx, 16000, sep.cfs_))
     X = timed("features", lambda: features.extract(R, f0))
     d = timed("kernel+decision", lambda: sep.decision_from_features(X))

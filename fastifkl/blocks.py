@@ -9,9 +9,10 @@ samples it needs around what the block owns and discards what it computed for th
 =====================  =========================================================================
 stage                  margin / state (constants below, each with how it was measured)
 =====================  =========================================================================
-pitch (f0)             tracked on the block's frames +- :data:`PITCH_MARGIN` frames (the
-                       tracker's windows, smoothing and Viterbi look-ahead), with the file's
-                       mean and peak from the pre-pass (``pitch.track(global_stats=)``)
+pitch (f0)             tracked on the block's frames +- :data:`PITCH_MARGINS` ``[method]``
+                       frames (the tracker's windows, smoothing and Viterbi look-ahead), with
+                       the file's mean and peak from the pre-pass (``pitch.track(global_stats=)``),
+                       with the separator's tracker (``Separator.pitch_method``)
 gammatone filterbank   restarted :data:`GT_MEMORY` samples early: the 4th-order filters' impulse
                        responses (slowest: the lowest channel) have < 1e-12 of their L1 norm left
 features               the frame's samples plus: the pitch-feature lag (:data:`MAX_LAG`) and the
@@ -57,11 +58,23 @@ def _hop_ceil(n: int) -> int:
 
 FEATURE_LEFT = _hop_ceil(GT_MEMORY + ENV_MEMORY + max(MAX_LAG, AMS_REACH))  # before a block's first frame
 FEATURE_RIGHT = ENV_MEMORY + AMS_REACH  # after its last frame's end
-PITCH_MARGIN = 50  # frames each side of a block for the pitch tracker (see below)
-"""Measured on 30 s of the corpus's ``tune`` speech in white noise at -5 and +5 dB and on synthetic
-voiced speech at -5 dB, in blocks of 997 frames, against the whole-signal track: frames whose f0
-differs: 17-23 of 2962 with no margin, 3-4 with 10 frames, none with 20 or more; 50 leaves room
-for the Viterbi path's longer re-decisions (tests/test_blocks.py: no margin changes the mask)."""
+PITCH_MARGINS = {"correlogram": 50, "learned": 150}  # frames each side of a block, per pitch tracker
+"""Frames each side of a block for the pitch tracker, per ``fastifkl.pitch.track`` method.
+
+correlogram: measured on 30 s of the corpus's ``tune`` speech in white noise at -5 and +5 dB and on
+synthetic voiced speech at -5 dB, in blocks of 997 frames, against the whole-signal track: frames
+whose f0 differs: 17-23 of 2962 with no margin, 3-4 with 10 frames, none with 20 or more; 50 leaves
+room for the Viterbi path's longer re-decisions (tests/test_blocks.py: no margin changes the mask).
+
+learned (``python bench/pitch_margin.py``, bench/results/pitch_margin.jsonl): 30 s of the ``tune``
+talker in the training noises street and ssn at -5 and +5 dB and synthetic voiced speech in white
+noise at -5 dB, blocks of 997 frames, against the whole-signal track (14 847 frames): frames with a
+different voicing decision 37 / 6 / 5 / 0 / 0 with margins 0 / 20 / 50 / 100 / 150, and f0 more
+than 1 % apart 20 / 4 / 0 / 0 / 0; from 100 frames on the rest differs by float32 rounding of
+the filterbank only (<= 1.7e-8 relative).  The tracker's reach is its energy reference (the
+maximum over +-100 frames) plus the network's +-4 frames and the Viterbi path's re-decisions: 150."""
+PITCH_MARGIN = PITCH_MARGINS["learned"]
+"""The margin of the default tracker (``fastifkl.pitch.DEFAULT_METHOD``)."""
 BLOCK_SECONDS = 20.0  # default block length
 MIN_BLOCK = 1
 
@@ -242,11 +255,24 @@ class SampleWindow:
 
 
 # -- the stages ------------------------------------------------------------------------------------
-def block_pitch(x_pitch: np.ndarray, blk: Block, stats: FileStats, gain: float = 1.0) -> np.ndarray:
-    """f0 (Hz, 0 = unvoiced) of the block's frames from its pitch segment ``x[pit0:pit1]``."""
-    from .pitch import track
+def pitch_margin_for(method: str | None) -> int:
+    """:data:`PITCH_MARGINS` of a tracker (None: the default tracker)."""
+    from .pitch import DEFAULT_METHOD
+
+    m = DEFAULT_METHOD if method is None else method
+    if m not in PITCH_MARGINS:
+        raise InputError(f"pitch method must be one of {', '.join(PITCH_MARGINS)}, got {method!r}")
+    return PITCH_MARGINS[m]
+
+
+def block_pitch(x_pitch: np.ndarray, blk: Block, stats: FileStats, gain: float = 1.0,
+                method: str | None = None) -> np.ndarray:
+    """f0 (Hz, 0 = unvoiced) of the block's frames from its pitch segment ``x[pit0:pit1]``, with
+    the tracker ``method`` (default ``fastifkl.pitch.DEFAULT_METHOD``)."""
+    from .pitch import DEFAULT_METHOD, track
 
     f0 = track(x_pitch * gain if gain != 1.0 else x_pitch, SAMPLE_RATE,
+               method=DEFAULT_METHOD if method is None else method,
                global_stats=(stats.mean * gain, stats.centered_peak * abs(gain)))
     return f0[blk.pitch_frames]
 
@@ -315,15 +341,19 @@ def binary_mask(d: np.ndarray) -> np.ndarray:
 
 # -- analysis and separation -----------------------------------------------------------------------
 def _analysis(chunks, stats: FileStats, cfs: np.ndarray, block_samples: int, *, pitch_chunks=None,
-              pitch_stats: FileStats | None = None, gain: float = 1.0, pitch_margin: int = PITCH_MARGIN,
-              spec=None):
+              pitch_stats: FileStats | None = None, gain: float = 1.0, pitch_margin: int | None = None,
+              spec=None, pitch_method: str | None = None):
     """Per block: ``(block, x_seg, R, X)``: the analysis segment, its filterbank responses
     (C, seg; the caller may overwrite them) and the unit features of the block's frames
     (m1 - m0, C, D; None when the block owns no frame).  The pitch is tracked on
     ``pitch_chunks`` (a signal of the same length, e.g. the premixed speech) when given, else
-    on the signal itself."""
+    on the signal itself, with the tracker ``pitch_method`` (default
+    ``fastifkl.pitch.DEFAULT_METHOD``) and ``pitch_margin`` frames each side of a block (default
+    :func:`pitch_margin_for` the tracker)."""
     from .gammatone import filterbank
 
+    if pitch_margin is None:
+        pitch_margin = pitch_margin_for(pitch_method)
     blocks = plan(stats.n_samples, block_samples, pitch_margin)
     window = SampleWindow(chunks)
     if pitch_chunks is None:
@@ -336,7 +366,7 @@ def _analysis(chunks, stats: FileStats, cfs: np.ndarray, block_samples: int, *, 
         R = filterbank(x_seg, SAMPLE_RATE, cfs)
         X = None
         if blk.m1 > blk.m0:
-            f0 = block_pitch(pwindow.get(blk.pit0, blk.pit1), blk, pstats, gain)
+            f0 = block_pitch(pwindow.get(blk.pit0, blk.pit1), blk, pstats, gain, pitch_method)
             X = feats(R * gain if gain != 1.0 else R, blk, f0)  # the filterbank is linear
         if k + 1 < len(blocks):
             nxt = blocks[k + 1]
@@ -349,19 +379,21 @@ def _analysis(chunks, stats: FileStats, cfs: np.ndarray, block_samples: int, *, 
 
 def feature_blocks(chunks: Iterable[np.ndarray], stats: FileStats, cfs: np.ndarray, *, block_samples: int,
                    pitch_chunks: Iterable[np.ndarray] | None = None, pitch_stats: FileStats | None = None,
-                   gain: float = 1.0, spec=None) -> Iterator[tuple[Block, np.ndarray]]:
+                   gain: float = 1.0, spec=None, pitch_method: str | None = None) -> Iterator[tuple[Block, np.ndarray]]:
     """Unit features of a signal block by block: ``(block, X)`` with X (m1 - m0, C, D) for every
-    block that owns frames; the pitch is tracked on ``pitch_chunks`` (with ``pitch_stats``)
-    when given (e.g. the premixed speech: "true" pitch), else on the signal."""
+    block that owns frames; the pitch is tracked with ``pitch_method`` (default
+    ``fastifkl.pitch.DEFAULT_METHOD``; pass the model's ``Separator.pitch_method``) on
+    ``pitch_chunks`` (with ``pitch_stats``) when given (e.g. the premixed speech: "true" pitch),
+    else on the signal."""
     for blk, _, _, X in _analysis(chunks, stats, cfs, block_samples, pitch_chunks=pitch_chunks,
-                                  pitch_stats=pitch_stats, gain=gain, spec=spec):
+                                  pitch_stats=pitch_stats, gain=gain, spec=spec, pitch_method=pitch_method):
         if X is not None:
             yield blk, X
 
 
 def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, block_samples: int,
                     mask_fn: Callable[[np.ndarray], np.ndarray] | None = None, gain: float | None = None,
-                    pitch_margin: int = PITCH_MARGIN) -> Iterator[tuple[Block, np.ndarray, np.ndarray, np.ndarray]]:
+                    pitch_margin: int | None = None) -> Iterator[tuple[Block, np.ndarray, np.ndarray, np.ndarray]]:
     """Separate a signal block by block.
 
     Parameters
@@ -379,6 +411,9 @@ def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, bloc
         Scalar applied to the signal before the analysis (pitch, features); the output is the
         resynthesis of the signal itself.  Default: the level normalisation of the separator,
         ``stats.analysis_gain(sep.level_rms)`` (the whole file's gain, from the pre-pass).
+    pitch_margin : int, optional
+        Frames each side of a block for the pitch tracker; default :func:`pitch_margin_for` the
+        separator's tracker (``sep.pitch_method``, the one the model was trained with).
 
     Yields
     ------
@@ -391,7 +426,9 @@ def separate_blocks(sep, chunks: Iterable[np.ndarray], stats: FileStats, *, bloc
     if gain is None:
         gain = stats.analysis_gain(getattr(sep, "level_rms", None))
     resyn = Resynthesizer(sep.cfs_)
-    for blk, x_seg, R, X in _analysis(chunks, stats, sep.cfs_, block_samples, gain=gain, pitch_margin=pitch_margin):
+    method = getattr(sep, "pitch_method", None)
+    for blk, x_seg, R, X in _analysis(chunks, stats, sep.cfs_, block_samples, gain=gain, pitch_margin=pitch_margin,
+                                      pitch_method=method):
         if X is not None:
             d = sep.decision_from_features(X)
             mask = mask_fn(d)
@@ -446,5 +483,6 @@ def cochleagram_blocks(chunks: Iterable[np.ndarray], n_samples: int, cfs: np.nda
 
 __all__ = ["FileStats", "signal_stats", "Block", "plan", "SampleWindow", "block_pitch", "FeatureStream",
            "Resynthesizer", "binary_mask", "separate_blocks", "feature_blocks", "separate_array", "cochleagram_blocks",
-           "block_samples_for", "BLOCK_SECONDS", "PITCH_MARGIN", "GT_MEMORY", "ENV_MEMORY", "FEATURE_LEFT",
+           "block_samples_for", "BLOCK_SECONDS", "PITCH_MARGIN", "PITCH_MARGINS",
+           "pitch_margin_for", "GT_MEMORY", "ENV_MEMORY", "FEATURE_LEFT",
            "FEATURE_RIGHT"]

@@ -143,6 +143,9 @@ def train(
     kernel: str = typer.Option(_SEP["kernel"], "--kernel", help="learned (KL-SVM) or gaussian (G-SVM)."),
     pitch: str = typer.Option(_SEP["pitch"], "--pitch", help="Pitch of the training features: 'true' (premixed "
                                                              "speech) or 'estimated' (mixture)."),
+    pitch_method: str = typer.Option(_SEP["pitch_method"], "--pitch-method",
+                                     help="Pitch tracker for training and for separating with the model: learned or "
+                                          "correlogram."),
     seed: int = typer.Option(_SEP["seed"], "--seed", help="Seed of the unit sampling and of random ITML orders."),
     C: float = typer.Option(_SEP["C"], "--C", help="SVM penalty."),
     gamma: float = typer.Option(_SEP["gamma"], "--gamma", help="ITML slack trade-off."),
@@ -201,7 +204,7 @@ def train(
                     max_train=max_train, itml_mode=itml_mode, rank=rank, max_sweeps=max_sweeps, pitch=pitch, seed=seed,
                     n_channels=channels, svm_prior=svm_prior, itml_order=itml_order,
                     units_per_mixture=units_per_mixture, calib_per_mixture=calib_per_mixture, solver=solver,
-                    n_landmarks=landmarks, landmark_method=landmark_method)
+                    n_landmarks=landmarks, landmark_method=landmark_method, pitch_method=pitch_method)
     if all_units:
         sep.set_params(max_train=None, units_per_mixture=None)
     t0 = time.perf_counter()
@@ -344,6 +347,9 @@ def info(model: Path = typer.Argument(..., help="Model file.")):
     chans = meta.get("channels", [])
     typer.echo(f"{model}: fastifkl model format {meta['format_version']}, "
                f"written by fastifkl {meta.get('package_version')}")
+    legacy = "pitch_method" not in meta.get("params", {})
+    typer.echo(f"pitch tracker: {sep.pitch_method}"
+               + (" (not recorded in the file: a model from before the learned tracker)" if legacy else ""))
     typer.echo(f"kernel: {sep.kernel} ({'KL-SVM' if sep.kernel == 'learned' else 'G-SVM'}), pitch: {sep.pitch}, "
                f"channels: {len(sep.cfs_)} ({sep.cfs_[0]:.0f}-{sep.cfs_[-1]:.0f} Hz), features: {sep.mean_.shape[1]}")
     typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in sep.get_params().items()))

@@ -167,10 +167,14 @@ def _example_job(job: dict) -> dict:
     entry, mx = mixture_from_job(job)
     models = [cached_model(p) for p in job["models"]]
     cfs = models[0].cfs_
-    X, ibm = analyse(mx, cfs, "estimated", models[0].lc_db, models[0].level_rms)
+    feats = {}  # one analysis per (level, pitch tracker) of the models
+    for m in models:
+        key = (m.level_rms, m.pitch_method)
+        if key not in feats:
+            feats[key], ibm = analyse(mx, cfs, "estimated", models[0].lc_db, m.level_rms, m.pitch_method)
     masks = {"IBM": ibm}
     for name, m in zip(job["names"], models):
-        masks[name] = (m.decision_from_features(X) > 0).astype(np.uint8)
+        masks[name] = (m.decision_from_features(feats[(m.level_rms, m.pitch_method)]) > 0).astype(np.uint8)
     gain = 0.9 / max(np.max(np.abs(mx.mixture)), 1e-12)  # one gain for the group: levels comparable
     out = Path(job["out_dir"])
     files = [save(out / f"{entry.id}.mixture.wav", gain * mx.mixture),
@@ -282,7 +286,7 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
         proto = Separator()  # the estimator's level and calibration settings
         data = prepare(train_set, None, pitch="estimated", cfs=cfs_for(cfg.n_channels),
                        units_per_mixture=cfg.units_per_mixture, seed=seed, level_rms=proto.level_rms,
-                       calib_per_mixture=proto.calib_per_mixture, executor=ex)
+                       calib_per_mixture=proto.calib_per_mixture, pitch_method=proto.pitch_method, executor=ex)
         say("features", f"{data.info['mixtures']} mixtures analysed ({cfg.n_channels} channels, estimated pitch)")
         for name, kernel in (("G-SVM", "gaussian"), ("KL-SVM", "learned")):
             sep = Separator(kernel=kernel, per_domain=cfg.per_domain, max_train=cfg.max_train,

@@ -47,11 +47,11 @@ def _eval_job(job: dict) -> dict:
     keep = bool(job.get("keep_masks"))
     parts = {"ibm": [], "models": [[] for _ in models]}
     stats, pstats = signal_stats([mx.mixture]), signal_stats([ps])
-    # one analysis per analysis level (format-1 models analyse the signal as it is); the pitch
-    # source gets the mixture's gain (as training.analyse does)
-    levels = list(dict.fromkeys(m.level_rms for m in models))
+    # one analysis per analysis level (format-1 models analyse the signal as it is) and pitch
+    # tracker (each model's own); the pitch source gets the mixture's gain (as training.analyse does)
+    setups = list(dict.fromkeys((m.level_rms, m.pitch_method) for m in models))
     analyses = [feature_blocks([mx.mixture], stats, cfs, block_samples=bs, pitch_chunks=[ps], pitch_stats=pstats,
-                               gain=stats.analysis_gain(lv)) for lv in levels]
+                               gain=stats.analysis_gain(lv), pitch_method=pm) for lv, pm in setups]
     stream = zip(cochleagram_blocks([mx.speech], n, cfs, block_samples=bs),
                  cochleagram_blocks([mx.noise], n, cfs, block_samples=bs), *analyses)
     for (_, e_s), (_, e_n), *feats in stream:
@@ -59,7 +59,7 @@ def _eval_job(job: dict) -> dict:
         if keep:
             parts["ibm"].append(ibm_b)
         for i, m in enumerate(models):
-            X = feats[levels.index(m.level_rms)][1]
+            X = feats[setups.index((m.level_rms, m.pitch_method))][1]
             mask = m.mask_from_decision(m.decision_from_features(X), "binary")
             counts[i] += confusion(mask, ibm_b)
             if keep:

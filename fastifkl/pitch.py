@@ -2,22 +2,23 @@
 
 :func:`track` has two methods:
 
-- ``method="correlogram"`` (default, ``DEFAULT_METHOD``): the hand-tuned correlogram tracker
-  described below.
-- ``method="learned"``: the noise-oriented tracker of :mod:`fastifkl.pitch_net`: a small
-  network trained on the corpus's training noises (``python -m fastifkl.pitch_train``) scores
-  60 pitch bins (70-400 Hz) and "unvoiced" per frame from pooled correlogram statistics
-  (:mod:`fastifkl.periodicity`), and Viterbi picks the path; its voicing decision comes from the
-  state sequence, not from a threshold.  It uses only local statistics (a frame depends on the
-  signal within about 1 s of it), so tracking overlapping blocks and keeping their centres
-  reproduces tracking the whole signal (see :func:`track_blocks`).
+- ``method="learned"`` (default, ``DEFAULT_METHOD``): the noise-oriented tracker of
+  :mod:`fastifkl.pitch_net`: a small network trained on the corpus's training noises
+  (``python -m fastifkl.pitch_train``) scores 60 pitch bins (70-400 Hz) and "unvoiced" per frame
+  from pooled correlogram statistics (:mod:`fastifkl.periodicity`), and Viterbi picks the path;
+  its voicing decision comes from the state sequence, not from a threshold.  It uses only local
+  statistics (a frame depends on the signal within about 1 s of it), so tracking overlapping
+  blocks and keeping their centres reproduces tracking the whole signal (see
+  :func:`track_blocks`).
+- ``method="correlogram"``: the hand-tuned correlogram tracker described below (the default
+  before issue 19; model files that do not record their tracker were trained with it, and
+  :class:`fastifkl.separator.Separator` keeps using it for them).
 
-The learned tracker is not the default because it did not beat the correlogram tracker on the
-validation data on both measures: real ``tune`` utterances x the held-out training noise
-``street`` and the spare noise ``brown`` at -5/0/+5 dB, with a network trained without
-``tune`` speech and without ``street``, its mean GPE / VDE was 7.1 % / 21.1 % against the
-correlogram tracker's 1.4 % / 23.5 % (lower VDE, higher GPE).  Both are measured side by side
-with Praat and WORLD Harvest in docs/PITCH.md (``python bench/pitch.py``).
+The learned tracker became the default in issue 19: on 30 held-out real talkers (LibriSpeech,
+VCC2016, CMU ARCTIC) x 6 held-out noises at -5 dB, with DC-free mixing, its GPE / VDE against
+Praat on the clean speech was 4.1 % / 18.7 % against the correlogram's 31.2 % / 24.2 %, and
+it won on every talker group.  Measured side by side with Praat and WORLD Harvest in
+docs/PITCH.md (``python bench/pitch.py``).
 
 Correlogram method (classic CASA front end, REFERENCE.md section 5):
 
@@ -62,7 +63,7 @@ from .framing import n_frames
 
 FMIN = 70.0
 FMAX = 400.0
-DEFAULT_METHOD = "correlogram"
+DEFAULT_METHOD = "learned"
 METHODS = ("correlogram", "learned")
 
 
@@ -215,8 +216,8 @@ def track(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = FMIN, fmax: float 
     fmin, fmax : float
         Pitch search range in Hz (default 70-400).  The learned method restricts its states to
         the bins inside the range (which must lie within 70-400 Hz).
-    method : {"correlogram", "learned"}
-        The correlogram tracker (default) or the learned tracker (module docstring).
+    method : {"learned", "correlogram"}
+        The learned tracker (default) or the correlogram tracker (module docstring).
     responses : ndarray, shape (64, N), optional
         Learned method only: the gammatone responses of ``x - mean`` for the default
         64-channel filterbank (``gammatone.filterbank(x - mean)``, ``mean`` the signal's mean

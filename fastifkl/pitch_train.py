@@ -44,6 +44,7 @@ from .errors import InputError
 
 TRAIN_NOISES = ("ssn", "pink", "street", "fridge", "dishes")
 TRAIN_SPLITS = ("kernel", "svm", "spare", "tune")
+HELD_OUT_SPLITS = ("test", "test_real", "tune_real")
 DEFAULT_SNRS = (-10.0, -5.0, -5.0, 0.0, 5.0, 10.0, 20.0)
 
 
@@ -189,8 +190,10 @@ def corpus_items(corpus: Path, splits, noise_names) -> tuple[list[Path], dict[st
         raise InputError(f"{man}: corpus manifest not found")
     with open(man, newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    if "test" in splits:
-        raise InputError("the pitch network must not train on the test split")
+    held = sorted(set(splits) & set(HELD_OUT_SPLITS))
+    if held:
+        raise InputError(f"the pitch network must not train on the held-out split(s) {', '.join(held)} "
+                         "(test material, or tune_real, on which the training speech is chosen)")
     speech = sorted(corpus / r["file"] for r in rows if r["kind"] == "speech" and r["split"] in splits)
     noise = {r["label"]: corpus / r["file"] for r in rows if r["kind"] == "noise" and r["label"] in noise_names}
     missing = sorted(set(noise_names) - set(noise))

@@ -31,7 +31,7 @@ from .blocks import BLOCK_SECONDS
 from .errors import InputError, ModelError
 from .level import LEVEL_RMS, analysis_gain
 from .masks import RATIO_BETA, RATIO_FLOOR_DB
-from .training import TrainingData, cfs_for, prepare, track_pitch
+from .training import LEGACY_PITCH_METHOD, PITCH_METHODS, TrainingData, cfs_for, prepare, track_pitch
 
 OUTPUTS = ("ratio", "binary")
 
@@ -100,6 +100,11 @@ class Separator:
         uniformly over the mixture's frames outside the SVM candidate pool; 0: no calibration).
     mask_floor_db, mask_beta : float
         The ratio mask ``max(p ** mask_beta, 10 ** (mask_floor_db / 20))`` of the default output.
+    pitch_method : {"learned", "correlogram"}
+        The pitch tracker (:func:`fastifkl.pitch.track`'s ``method``) of the training features
+        (both pitch settings: "true" pitch is this tracker on the premixed speech) and of
+        separation: a model always separates with the tracker it was trained with.  Model files
+        that do not record it were trained with the correlogram tracker and load with it.
     """
 
     def __init__(self, kernel: str = "learned", C: float = 1.0, sigma: float | None = None, sigma_scale: float = 1.0,
@@ -109,7 +114,7 @@ class Separator:
                  fmax: float = FMAX, seed: int = 0, svm_prior: str = "natural", itml_order: str = "given",
                  level_rms: float | None = LEVEL_RMS, calib_per_mixture: int = 8,
                  mask_floor_db: float = RATIO_FLOOR_DB, mask_beta: float = RATIO_BETA, solver: str = "libsvm",
-                 n_landmarks: int = 400, landmark_method: str = "uniform"):
+                 n_landmarks: int = 400, landmark_method: str = "uniform", pitch_method: str = "learned"):
         self.kernel = kernel
         self.C = C
         self.sigma = sigma
@@ -137,6 +142,7 @@ class Separator:
         self.solver = solver
         self.n_landmarks = n_landmarks
         self.landmark_method = landmark_method
+        self.pitch_method = pitch_method
 
     # -- scikit-learn conventions -------------------------------------------------------------
     @classmethod
@@ -157,7 +163,7 @@ class Separator:
 
     def __repr__(self) -> str:
         return (f"Separator(kernel={self.kernel!r}, C={self.C!r}, gamma={self.gamma!r}, pitch={self.pitch!r}, "
-                f"solver={self.solver!r})")
+                f"solver={self.solver!r}, pitch_method={self.pitch_method!r})")
 
     def check_params(self) -> Separator:
         """Validate the parameters; one-line :class:`InputError` on a bad value.  Returns ``self``."""
@@ -169,6 +175,8 @@ class Separator:
             raise InputError(f"itml_order must be 'given', 'similar_first' or 'random', got {self.itml_order!r}")
         if self.pitch not in ("true", "estimated"):
             raise InputError(f"pitch must be 'true' or 'estimated', got {self.pitch!r}")
+        if self.pitch_method not in PITCH_METHODS:
+            raise InputError(f"pitch_method must be one of {', '.join(PITCH_METHODS)}, got {self.pitch_method!r}")
         if self.svm_prior not in ("balanced", "natural"):
             raise InputError(f"svm_prior must be 'balanced' or 'natural', got {self.svm_prior!r}")
         for k in ("C", "gamma", "sigma_scale"):
@@ -248,7 +256,8 @@ class Separator:
             data = prepare(mixset, kernel_ids, pitch=self.pitch, lc_db=self.lc_db,
                            cfs=cfs_for(self.n_channels, self.fmin, self.fmax),
                            units_per_mixture=self.units_per_mixture, seed=self.seed, level_rms=self.level_rms,
-                           calib_per_mixture=self.calib_per_mixture, executor=ex, progress=tick)
+                           calib_per_mixture=self.calib_per_mixture, pitch_method=self.pitch_method,
+                           executor=ex, progress=tick)
             if tune_set is not None:
                 from .tuning import tune_on_data
 
@@ -274,6 +283,10 @@ class Separator:
         if data.level_rms != self.level_rms:
             raise InputError(f"the training data were analysed at level_rms={data.level_rms}, this separator has "
                              f"level_rms={self.level_rms}: prepare them with the separator's setting")
+        if data.pitch_method != self.pitch_method:
+            raise InputError(f"the training data's pitch was tracked with pitch_method={data.pitch_method!r}, this "
+                             f"separator has pitch_method={self.pitch_method!r}: prepare them with the separator's "
+                             "setting")
         if self.kernel == "learned" and len(data.domains) < 2:
             raise InputError(f"kernel learning needs at least 2 noise conditions (domains); the set has {data.domains}")
         params = self.get_params()
@@ -302,7 +315,8 @@ class Separator:
         self.channel_info_ = [ch["info"] for ch in chans]
         platt = [ch.get("platt") for ch in chans]
         self.platt_ = None if any(p is None for p in platt) else np.array(platt, dtype=np.float64)
-        self.training_ = {"digest": data.digest, "domains": data.domains, "pitch": data.pitch, **data.info}
+        self.training_ = {"digest": data.digest, "domains": data.domains, "pitch": data.pitch,
+                          "pitch_method": data.pitch_method, **data.info}
         if self.platt_ is not None:
             self.training_["calibration"] = {
                 "method": "platt (Lin, Lin & Weng 2007)",
@@ -321,8 +335,9 @@ class Separator:
         """SVM decision values of every unit of ``x``: (C, M).
 
         ``f0`` defaults to the pitch tracked on the (level-normalised) ``x`` itself (estimated
-        pitch).  ``gain`` is the analysis gain (default :meth:`analysis_gain` of ``x``; a
-        block-wise caller passes the one of the whole file)."""
+        pitch) with the model's tracker (``pitch_method``).  ``gain`` is the analysis gain
+        (default :meth:`analysis_gain` of ``x``; a block-wise caller passes the one of the whole
+        file)."""
         return self._decision_and_responses(x, f0, gain)[0]
 
     def analysis_gain(self, x: np.ndarray) -> float:
@@ -336,7 +351,7 @@ class Separator:
 
         self._check_fitted()
         g = self.analysis_gain(x) if gain is None else float(gain)
-        f0 = track_pitch(g * x) if f0 is None else f0
+        f0 = track_pitch(g * x, self.pitch_method) if f0 is None else f0
         R = filterbank(x, SAMPLE_RATE, self.cfs_)  # linear: the responses of g x are g R
         return self.decision_from_features(features.extract(g * R if g != 1.0 else R, f0, SAMPLE_RATE)), R
 
@@ -483,6 +498,9 @@ class Separator:
                 # format 1 (before issue 11): trained on signals as they were, no calibration
                 params["level_rms"] = None
                 params["calib_per_mixture"] = 0
+            if "pitch_method" not in meta["params"]:
+                # trained before issue 19, with the correlogram tracker: keep separating with it
+                params["pitch_method"] = LEGACY_PITCH_METHOD
             cfs = np.asarray(meta["cfs"], dtype=np.float64)
             n_dims = int(meta["n_dims"])
             if meta.get("sample_rate") != SAMPLE_RATE:
@@ -491,6 +509,9 @@ class Separator:
             raise ModelError(f"{path}: model metadata incomplete ({exc})") from None
         n_ch = cfs.size
         sep = cls(**params)
+        if sep.pitch_method not in PITCH_METHODS:
+            raise ModelError(f"{path}: unknown pitch tracker {sep.pitch_method!r} in the model's parameters "
+                             f"(known: {', '.join(PITCH_METHODS)})")
         sep.cfs_ = cfs
         sep.mean_ = model_file.expect(path, arrays, "mean", np.float64, (n_ch, n_dims))
         sep.std_ = model_file.expect(path, arrays, "std", np.float64, (n_ch, n_dims))

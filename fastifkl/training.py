@@ -20,6 +20,9 @@ from .errors import InputError
 from .level import analysis_gain
 
 PITCH_SETTINGS = ("true", "estimated")
+PITCH_METHODS = ("learned", "correlogram")
+LEGACY_PITCH_METHOD = "correlogram"
+"""The tracker of model files that do not record one (trained before issue 19)."""
 
 # ---------------------------------------------------------------------------------------------
 # Front end of one signal
@@ -49,11 +52,26 @@ def ideal_mask(speech: np.ndarray, noise: np.ndarray, cfs: np.ndarray, lc_db: fl
                lc_db)
 
 
-def track_pitch(x: np.ndarray) -> np.ndarray:
-    """f0 (M,) of ``x`` in Hz (0 = unvoiced), :func:`fastifkl.pitch.track` at 16 kHz."""
+def default_pitch_method() -> str:
+    """The tracker new models are trained with: :data:`fastifkl.pitch.DEFAULT_METHOD`."""
+    from .pitch import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
+
+
+def check_pitch_method(method: str) -> str:
+    """``method`` if it names a tracker of :func:`fastifkl.pitch.track`, else a one-line InputError."""
+    if method not in PITCH_METHODS:
+        raise InputError(f"pitch_method must be one of {', '.join(PITCH_METHODS)}, got {method!r}")
+    return method
+
+
+def track_pitch(x: np.ndarray, method: str | None = None) -> np.ndarray:
+    """f0 (M,) of ``x`` in Hz (0 = unvoiced), :func:`fastifkl.pitch.track` at 16 kHz with the
+    tracker ``method`` (default :func:`default_pitch_method`)."""
     from .pitch import track
 
-    return track(x, SAMPLE_RATE)
+    return track(x, SAMPLE_RATE, method=default_pitch_method() if method is None else check_pitch_method(method))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,8 +105,12 @@ def pitch_source(mx, pitch: str) -> np.ndarray:
 
 
 def analyse(mx, cfs: np.ndarray, pitch: str, lc_db: float,
-            level_rms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+            level_rms: float | None = None, pitch_method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Unit features (M, C, D) of a mixture with the pitch of the setting, and its IBM (C, M).
+
+    The pitch is tracked with ``pitch_method`` (default :func:`default_pitch_method`) on the
+    signal of the setting (:func:`pitch_source`): "true" pitch is the same tracker run on the
+    premixed speech.
 
     With ``level_rms`` the features (and the pitch) are computed on the mixture scaled to that
     RMS (:func:`fastifkl.level.analysis_gain` of the mixture; the premixed speech of "true" pitch
@@ -97,7 +119,7 @@ def analyse(mx, cfs: np.ndarray, pitch: str, lc_db: float,
     not depend on the level.
     """
     g = analysis_gain(mx.mixture, level_rms)
-    X = unit_features(g * mx.mixture, cfs, track_pitch(g * pitch_source(mx, pitch)))
+    X = unit_features(g * mx.mixture, cfs, track_pitch(g * pitch_source(mx, pitch), pitch_method))
     return X, ideal_mask(mx.speech, mx.noise, cfs, lc_db)
 
 
@@ -139,6 +161,8 @@ class TrainingData:
     calib_units: list[ChannelUnits] | None = None
     # the RMS the mixtures were scaled to before analysis (None: analysed as they were)
     level_rms: float | None = None
+    # the pitch tracker of the features (``fastifkl.pitch.track``'s method)
+    pitch_method: str = "learned"
 
 
 def _mixture_units(job: dict) -> dict:
@@ -146,7 +170,8 @@ def _mixture_units(job: dict) -> dict:
     from .features import moments
 
     _, mx = mixture_from_job(job)
-    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"], job.get("level_rms"))
+    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"], job.get("level_rms"),
+                     job.get("pitch_method"))
     rng = np.random.default_rng(job["seed"])
     # calibration frames come from their own stream: the pool is the same with or without them
     rng_cal = np.random.default_rng([*job["seed"], 1])
@@ -277,6 +302,7 @@ def prepare(
     seed: int = 0,
     level_rms: float | None = None,
     calib_per_mixture: int = 0,
+    pitch_method: str | None = None,
     executor=None,
     progress=None,
 ) -> TrainingData:
@@ -298,6 +324,8 @@ def prepare(
         Calibration units per channel drawn from each SVM-training mixture, uniformly over its
         frames outside the candidate pool (so never in an SVM's training sample; natural class
         prior): ``TrainingData.calib_units``, on which each channel's Platt sigmoid is fitted.
+    pitch_method : {"learned", "correlogram"}, optional
+        The pitch tracker (default :func:`default_pitch_method`), for both pitch settings.
     executor : parallel executor, optional (default: a serial one)
     progress : callable(), optional; called once per analysed mixture.
     """
@@ -306,6 +334,7 @@ def prepare(
 
     if pitch not in PITCH_SETTINGS:
         raise InputError(f"pitch must be 'true' or 'estimated', got {pitch!r}")
+    pitch_method = default_pitch_method() if pitch_method is None else check_pitch_method(pitch_method)
     cfs = cfs_for() if cfs is None else np.asarray(cfs, dtype=np.float64)
     entries = list(mixset.entries)
     if kernel_ids is None:
@@ -313,7 +342,7 @@ def prepare(
     domains = sorted({e.domain for e in entries})
     jobs = [mixture_job(mixset, e, cfs=cfs.tolist(), pitch=pitch, lc_db=lc_db, cap=units_per_mixture, seed=[seed, k],
                         role="kernel" if e.id in kernel_ids else "svm", domain=domains.index(e.domain),
-                        level_rms=level_rms, calib=int(calib_per_mixture))
+                        level_rms=level_rms, calib=int(calib_per_mixture), pitch_method=pitch_method)
             for k, e in enumerate(entries)]
     n_ch = len(cfs)
     pools = {"kernel": [[] for _ in range(n_ch)], "svm": [[] for _ in range(n_ch)],
@@ -357,6 +386,7 @@ def prepare(
         class_counts=counts,
         calib_units=_stack_all(pools["calib"]) if calib_per_mixture else None,
         level_rms=level_rms,
+        pitch_method=pitch_method,
     )
 
 

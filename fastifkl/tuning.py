@@ -19,7 +19,8 @@ def _tune_job(job: dict) -> tuple:
     from .training import analyse, mixture_from_job
 
     _, mx = mixture_from_job(job)
-    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"], job.get("level_rms"))
+    X, ibm = analyse(mx, np.asarray(job["cfs"]), job["pitch"], job["lc_db"], job.get("level_rms"),
+                     job.get("pitch_method"))
     chans = job["channels"]
     return X[:, chans, :], ibm[chans]
 
@@ -40,7 +41,7 @@ def tune_on_data(sep, data, tune_set, *, executor, channel_step: int = 4, progre
 
     chans = list(range(0, len(data.cfs), channel_step))
     jobs = [mixture_job(tune_set, e, cfs=data.cfs.tolist(), pitch=sep.pitch, lc_db=sep.lc_db, channels=chans,
-                        level_rms=sep.level_rms)
+                        level_rms=sep.level_rms, pitch_method=sep.pitch_method)
             for e in tune_set.entries]
     tune = list(executor.imap(_tune_job, jobs))
     sub = _subset(data, chans)

@@ -116,6 +116,47 @@ def test_blocks_equal_whole_awkward(small, n, block):
     check(compare(small, mixture(n, seed=n), block))
 
 
+@pytest.fixture(scope="module")
+def small_learned(shipped):
+    """:func:`channel_subset` separating with the learned pitch tracker (the shipped model file
+    predates issue 19 and loads with the correlogram tracker)."""
+    sep = channel_subset(shipped)
+    sep.pitch_method = "learned"
+    return sep
+
+
+def test_shipped_model_keeps_the_correlogram_tracker(shipped):
+    assert shipped.pitch_method == "correlogram" and "pitch_method" not in shipped.meta_["params"]
+
+
+@pytest.mark.parametrize("n,block", [
+    (3 * SR + 4001, SR + 7),        # 1 s blocks: each block's pitch margin reaches past its neighbours
+    (2 * 7919 + 1, 7919),           # a prime block length, last block one sample
+    (12 * SR + 5, 4 * SR + 1),      # blocks longer than the margins (150 frames)
+])
+def test_blocks_equal_whole_learned_tracker(small_learned, n, block):
+    check(compare(small_learned, mixture(n, seed=n), block))
+
+
+@pytest.mark.parametrize("method", ["correlogram", "learned"])
+def test_pitch_margins_follow_the_tracker(shipped, method):
+    from fastifkl.blocks import PITCH_MARGINS, pitch_margin_for, separate_blocks
+
+    assert pitch_margin_for(method) == PITCH_MARGINS[method]
+    assert PITCH_MARGINS["learned"] == 150 and PITCH_MARGIN == PITCH_MARGINS["learned"]
+    sep = channel_subset(shipped)
+    sep.pitch_method = method
+    x = mixture(6 * SR, seed=3)
+    stats = signal_stats([x])
+    _, _, d0 = sep.separate(x, output="binary", return_mask=True, return_decision=True, block_seconds=None)
+    d1 = np.concatenate([d for _, _, _, d in separate_blocks(sep, [x], stats, block_samples=2 * SR + 3)], axis=1)
+    assert np.mean((d1 > 0) == (d0 > 0)) >= 0.999
+    # the test can fail: without the margin the block-wise pitch (and the decisions) depart
+    d2 = np.concatenate([d for _, _, _, d in separate_blocks(sep, [x], stats, block_samples=2 * SR + 3,
+                                                            pitch_margin=0)], axis=1)
+    assert np.max(np.abs(d2 - d0)) > 1e-3
+
+
 def test_blocks_need_their_margins(shipped):
     """The test can fail: without the pitch margin the block-wise f0 (and with it the mask)
     departs from the whole-signal one."""

@@ -473,15 +473,29 @@ def test_moving_average_matches_scipy():
     np.testing.assert_allclose(pitch.moving_average(a, 2), uniform_filter1d(a, 5, axis=0, mode="nearest"), atol=1e-12)
 
 
-def test_default_method_is_the_correlogram_tracker():
-    """The correlogram tracker stays the default (docs/PITCH.md: the learned one did not beat it
-    on the validation data on both GPE and VDE); the learned one is method="learned"."""
+def test_default_method_is_the_learned_tracker():
+    """The learned tracker is the default (issue 19; docs/PITCH.md); the correlogram tracker is
+    method="correlogram", and the two give different tracks (the test can fail)."""
     from fastifkl.demo import synthetic_voiced_speech
 
     rng = np.random.default_rng(5)
     x = synthetic_voiced_speech(1.5, rng) + 0.3 * rng.standard_normal(int(1.5 * SR))
-    np.testing.assert_array_equal(pitch.track(x), pitch.track(x, method="correlogram"))
-    assert pitch.DEFAULT_METHOD == "correlogram"
+    default = pitch.track(x)
+    np.testing.assert_array_equal(default, pitch.track(x, method="learned"))
+    assert not np.array_equal(default, pitch.track(x, method="correlogram"))
+    assert pitch.DEFAULT_METHOD == "learned"
+
+
+@pytest.mark.parametrize("split", ["test", "test_real", "tune_real"])
+def test_pitch_training_refuses_held_out_splits(tmp_path, split):
+    from fastifkl.pitch_train import corpus_items
+
+    (tmp_path / "MANIFEST.tsv").write_text("file\tkind\tlabel\tsplit\n"
+                                           f"speech/a.flac\tspeech\tx\t{split}\nspeech/b.flac\tspeech\tx\tkernel\n"
+                                           "noise/ssn.flac\tnoise\tssn\t\n")
+    assert corpus_items(tmp_path, ["kernel"], ["ssn"])[0] == [tmp_path / "speech/b.flac"]
+    with pytest.raises(InputError, match=f"held-out split\\(s\\) {split}"):
+        corpus_items(tmp_path, ["kernel", split], ["ssn"])
 
 
 def test_bad_input():

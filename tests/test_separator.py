@@ -170,6 +170,66 @@ def test_training_data_must_match_the_level_setting(data):
         Separator(kernel="gaussian", level_rms=None, **SMALL).fit_data(data)
 
 
+def test_training_data_must_match_the_pitch_tracker(data):
+    assert data.pitch_method == "learned"  # prepare's default: the default tracker
+    with pytest.raises(InputError, match="pitch_method"):
+        Separator(kernel="gaussian", pitch_method="correlogram", **SMALL).fit_data(data)
+    with pytest.raises(InputError, match="pitch_method must be one of"):
+        Separator(pitch_method="crepe").check_params()
+    assert Separator().pitch_method == "learned" and "pitch_method" in Separator().get_params()
+
+
+def _spy_pitch(monkeypatch):
+    """Record the ``method`` of every fastifkl.pitch.track call (the separator and the block
+    engine import it at call time)."""
+    import fastifkl.pitch as pitch_mod
+
+    calls = []
+    original = pitch_mod.track
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("method", "<default>"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pitch_mod, "track", spy)
+    return calls
+
+
+def test_model_separates_with_the_tracker_it_was_trained_with(corpus, data, tmp_path, monkeypatch):
+    """A model records its pitch tracker in the file; whole-file and block-wise separation use
+    it; a file without the record (trained before issue 19) loads as the correlogram tracker."""
+    _, _, test = corpus
+    x = test.mixture(test.entries[0]).mixture
+    path = Separator(kernel="gaussian", **SMALL).fit_data(data).save(tmp_path / "learned.fkl")
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read("meta.json"))
+    assert meta["params"]["pitch_method"] == "learned" and meta["training"]["pitch_method"] == "learned"
+    sep = Separator.load(path)
+    assert sep.pitch_method == "learned"
+    calls = _spy_pitch(monkeypatch)
+    y_whole = sep.separate(x, block_seconds=None)
+    assert calls == ["learned"]
+    y_block = sep.separate(x, block_seconds=1.0)
+    assert len(calls) > 2 and set(calls) == {"learned"}
+    np.testing.assert_allclose(y_block, y_whole, atol=1e-4 * np.sqrt(np.mean(y_whole ** 2)))
+    # the same file without the record: the correlogram tracker, and another output
+    old_params = {k: v for k, v in meta["params"].items() if k != "pitch_method"}
+    _rewrite_meta(path, tmp_path / "old.fkl", params=old_params)
+    old = Separator.load(tmp_path / "old.fkl")
+    assert old.pitch_method == "correlogram"
+    calls.clear()
+    y_old = old.separate(x, block_seconds=None)
+    old.separate(x, block_seconds=1.0)
+    assert set(calls) == {"correlogram"}
+    assert np.max(np.abs(y_old - y_whole)) > 1e-6
+    r = runner.invoke(app, ["info", str(tmp_path / "old.fkl")])
+    assert r.exit_code == 0 and "pitch tracker: correlogram (not recorded" in r.output
+    # an unknown tracker in the file is a one-line ModelError
+    _rewrite_meta(path, tmp_path / "bad.fkl", params={**meta["params"], "pitch_method": "crepe"})
+    with pytest.raises(ModelError, match="unknown pitch tracker 'crepe'"):
+        Separator.load(tmp_path / "bad.fkl")
+
+
 def test_model_files_are_deterministic_serial_processes_dask(data, tmp_path):
     a = Separator(kernel="learned", **SMALL).fit_data(data).save(tmp_path / "a.fkl").read_bytes()
     b = Separator(kernel="learned", **SMALL).fit_data(data).save(tmp_path / "b.fkl").read_bytes()
@@ -231,6 +291,9 @@ def test_cli_train_separate_evaluate_info(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["info", str(model)])
     assert r.exit_code == 0 and "KL-SVM" in r.output and "channels: 8" in r.output
+    assert "pitch tracker: learned\n" in r.output
+    r = runner.invoke(app, ["train", str(train.directory), "-o", str(tmp_path / "x.fkl"), "--pitch-method", "crepe"])
+    assert r.exit_code == 2 and "pitch_method must be one of learned, correlogram" in r.output
     # separate: a file, a directory and a glob, with one bad file skipped -> exit 2 (bad input)
     ind = tmp_path / "in"
     ind.mkdir()

@@ -54,7 +54,8 @@ def _test_job(job: dict) -> dict:
     base = features.base_features(Rg, None, SAMPLE_RATE, ["ams", "rasta_plp", "mfcc"])
     masks: dict[str, np.ndarray] = {"IBM": ibm, "MMSE": np.asarray(mmse_mask(mx.mixture, cfs, job["lc_db"]))}
     for p, paths in job["models"].items():
-        f0 = track_pitch(g * pitch_source(mx, p))
+        # the models' own tracker ("true" pitch: that tracker on the premixed speech)
+        f0 = track_pitch(g * pitch_source(mx, p), cached_model(paths["G-SVM"]).pitch_method)
         base["pitch"] = features.base_features(Rg, f0, SAMPLE_RATE, ["pitch"])["pitch"]
         X = features.assemble(base)
         dec = {}
@@ -191,7 +192,8 @@ def _train(cfg: Config, sets: dict, work: Path, ex, stages: dict, say) -> tuple[
         cfs = cfs_for(proto.n_channels, proto.fmin, proto.fmax)
         data = prepare(train_set, None, pitch=p, lc_db=cfg.lc_db, cfs=cfs, units_per_mixture=proto.units_per_mixture,
                        seed=proto.seed, level_rms=proto.level_rms, calib_per_mixture=proto.calib_per_mixture,
-                       executor=ex, progress=say.counter(f"features ({p} pitch)", len(train_set)))
+                       pitch_method=proto.pitch_method, executor=ex,
+                       progress=say.counter(f"features ({p} pitch)", len(train_set)))
         stages[f"feature preparation, {p} pitch"] = time.perf_counter() - t
         models[p] = {}
         for name in ("G-SVM", "KL-SVM"):
