@@ -87,6 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--utterances", type=int, default=4, help="first N test utterances (0: all)")
     p.add_argument("--noises", type=int, default=4, help="first N of the 12 unseen noises (0: all)")
     p.add_argument("--snrs", default="-5,0,5")
+    p.add_argument("--corpus", default=None, help="corpus directory (default: bench/quality.py's)")
     p.add_argument("--no-record", action="store_true")
     return p.parse_args(argv)
 
@@ -117,7 +118,7 @@ def main(argv=None) -> dict:
     ref = Path(args.ref)
     ensure_ref(ref, args.ref_rev)
     ref_commit = subprocess.check_output(["git", "-C", str(ref), "rev-parse", "--short", "HEAD"], text=True).strip()
-    qa = quality.parse_args([])
+    qa = quality.parse_args([] if args.corpus is None else ["--corpus", args.corpus])
     speech, noises, material = quality.select_material(qa)
     if args.utterances:
         speech = speech[: args.utterances]
