@@ -221,10 +221,78 @@ def _zc_freq_kernel(x, n_fr, frame_len, hop, out):
             out[c, m] = 0.0
 
 
+@njit(cache=True)
+def _zc_block_stats(x, b0, b1, cnt, first, last):
+    """Crossings at the boundaries k = b0 .. b1 - 1 of x (boundary k lies between samples k - 1
+    and k): their number (a branch-free count) and the first / last interpolated crossing time
+    (a scan from each end that stops at the first crossing)."""
+    c = 0
+    for k in range(b0, b1):
+        c += 1 if (x[k - 1] < 0.0) != (x[k] < 0.0) else 0
+    cnt[0] = c
+    first[0] = 0.0
+    last[0] = 0.0
+    if c == 0:
+        return
+    for k in range(b0, b1):
+        a = x[k - 1]
+        b = x[k]
+        if (a < 0.0) != (b < 0.0):
+            first[0] = (k - 1) + a / (a - b)
+            break
+    for k in range(b1 - 1, b0 - 1, -1):
+        a = x[k - 1]
+        b = x[k]
+        if (a < 0.0) != (b < 0.0):
+            last[0] = (k - 1) + a / (a - b)
+            break
+
+
+@njit(cache=True)
+def _zc_freq_halves_kernel(x, n_fr, hop, out):
+    """:func:`_zc_freq_kernel` for frames of two hops (frame_len = 2 hop): frame m's boundaries
+    are hop m + 1 .. hop m + 2 hop - 1, i.e. the inside of hop-block m, the junction hop (m + 1)
+    and the inside of block m + 1; each block's crossing count and first / last crossing are
+    computed once and shared by its two frames.  Same crossing times, same formula."""
+    n_ch = x.shape[0]
+    nb = n_fr + 1
+    bc = np.empty(nb, dtype=np.int64)
+    bf = np.empty(nb)
+    bl = np.empty(nb)
+    one_c = np.empty(1, dtype=np.int64)
+    one_f = np.empty(1)
+    one_l = np.empty(1)
+    for c in range(n_ch):
+        xc = x[c]
+        for b in range(nb):
+            _zc_block_stats(xc, hop * b + 1, hop * b + hop, one_c, one_f, one_l)
+            bc[b] = one_c[0]
+            bf[b] = one_f[0]
+            bl[b] = one_l[0]
+        for m in range(n_fr):
+            k = hop * (m + 1)  # the junction boundary
+            a = xc[k - 1]
+            b = xc[k]
+            hj = (a < 0.0) != (b < 0.0)
+            tj = (k - 1) + a / (a - b) if hj else 0.0
+            cross = bc[m] + bc[m + 1] + (1 if hj else 0)
+            if cross >= 2:
+                t_first = bf[m] if bc[m] > 0 else (tj if hj else bf[m + 1])
+                t_last = bl[m + 1] if bc[m + 1] > 0 else (tj if hj else bl[m])
+                if t_last > t_first:
+                    out[c, m] = (cross - 1) / (2.0 * (t_last - t_first))
+                    continue
+            out[c, m] = 0.0
+
+
 def zc_frequency(x: np.ndarray, n_frames: int) -> np.ndarray:
     """Average frequency from zero crossings, cycles/sample, shape (C, n_frames)."""
     out = np.empty((x.shape[0], n_frames))
-    _zc_freq_kernel(np.ascontiguousarray(x), n_frames, FRAME_LEN, HOP, out)
+    x = np.ascontiguousarray(x)
+    if FRAME_LEN == 2 * HOP and n_frames > 0:
+        _zc_freq_halves_kernel(x, n_frames, HOP, out)
+    else:
+        _zc_freq_kernel(x, n_frames, FRAME_LEN, HOP, out)
     return out
 
 
