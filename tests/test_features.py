@@ -372,3 +372,13 @@ def test_zc_frequency_matches_twin_with_silence_and_exact_zeros():
     ref = np.empty_like(got)
     pitch_features._zc_freq_kernel(x, m, 320, 160, ref)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_floored_log_matches_numpy_formula_including_nan_rows():
+    from fastifkl.features import _common
+
+    rng = np.random.default_rng(2)
+    for e in (rng.random((50, 64)) ** 12, rng.random((7, 90))[:, :21], np.array([[1.0, np.nan, 2.0], [0, 0, 0]])):
+        with np.errstate(invalid="ignore"):
+            ref = np.log(np.maximum(e, np.maximum(1e-10 * e.max(axis=-1, keepdims=True), 1e-12)))
+        np.testing.assert_array_equal(_common.floored_log(e), ref)

@@ -451,8 +451,8 @@ def test_hann_nccf_matches_naive_twin_and_fft_nccf():
         got = pitch.hann_nccf(s, m, lo, hi, window)
         ref = naive.hann_nccf(s, m, lo, hi, window)
         assert got.shape == ref.shape
-        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-8)  # 0 vs ~1e-9 at the silence threshold
-        np.testing.assert_allclose(got, pitch.nccf(s, m, hi, window, True)[:, :, lo:], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)  # float32 per-hop products
+        np.testing.assert_allclose(got, pitch.nccf(s, m, hi, window, True)[:, :, lo:], rtol=0, atol=1e-6)
     with pytest.raises(InputError):
         pitch.hann_nccf(s, m, 5, 60, 300)
 

@@ -84,22 +84,42 @@ def envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 def _decimate_abs_kernel(r, h, decim, delay, out):
     """out[c, k] = sum_j h[j] |r[c, decim*k + delay - j]| (zeros outside the signal).
 
-    fastmath: only re-association / FMA contraction of the 33-tap sum (SIMD); no
-    finite-math assumptions.  Checked against scipy.signal.upfirdn to 1e-12 in the tests."""
+    Polyphase: the rectified signal is split into its ``decim`` phases, so that each tap adds a
+    contiguous stretch of one phase to a block of outputs (SIMD over outputs, blocks of 512 stay
+    in L1).  fastmath: only re-association / FMA contraction of the 33-tap sum; no finite-math
+    assumptions.  Checked against scipy.signal.upfirdn to 1e-12 in the tests."""
     n_ch, n = r.shape
     n_out = out.shape[1]
     n_taps = h.shape[0]
     pad = n_taps
-    tmp = np.zeros(n + 2 * pad + decim * n_out)
+    base = pad + delay  # tmp index of tap j for output k: decim k + base - j
+    n_ph = (n + 2 * pad + decim * n_out) // decim + 2
+    ph = np.empty((decim, n_ph))
+    tmp = np.zeros(decim * n_ph + decim)
+    pj = np.empty(n_taps, dtype=np.int64)
+    qj = np.empty(n_taps, dtype=np.int64)
+    for j in range(n_taps):
+        pj[j] = (base - j) % decim
+        qj[j] = (base - j) // decim
+    B = 512
+    acc = np.empty(B)
     for c in range(n_ch):
+        rc = r[c]
         for i in range(n):
-            tmp[pad + i] = abs(r[c, i])
-        for k in range(n_out):
-            t = pad + decim * k + delay - (n_taps - 1)  # tmp index of tap j = n_taps - 1
-            acc = 0.0
+            tmp[pad + i] = abs(rc[i])
+        for p in range(decim):  # phase p: ph[p, q] = tmp[decim q + p]
+            php = ph[p]
+            for q in range(n_ph):
+                php[q] = tmp[decim * q + p]
+        for k0 in range(0, n_out, B):
+            nb = min(B, n_out - k0)
+            acc[:nb] = 0.0
             for j in range(n_taps):
-                acc += h[n_taps - 1 - j] * tmp[t + j]
-            out[c, k] = acc
+                hj = h[j]
+                src = ph[pj[j], k0 + qj[j]: k0 + qj[j] + nb]
+                for k in range(nb):
+                    acc[k] += hj * src[k]
+            out[c, k0: k0 + nb] = acc[:nb]
 
 
 @lru_cache(maxsize=2)
