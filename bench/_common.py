@@ -34,3 +34,22 @@ def record(name: str, payload: dict) -> Path:
     with open(path, "a") as fh:
         fh.write(json.dumps(row) + "\n")
     return path
+
+
+def pin_pitch_method(method: str | None) -> None:
+    """Make every ``fastifkl.pitch.track`` call of this process use ``method`` (the benches pin the
+    tracker so that two trees, or two models, are compared with the same one).  The callers
+    (``blocks.block_pitch``, ``training.track_pitch``) import ``track`` at call time, so replacing
+    the module attribute reaches them; ``None`` leaves the tree's default."""
+    if method is None:
+        return
+    import fastifkl.pitch as _pitch
+
+    orig = getattr(_pitch, "_bench_unpinned_track", _pitch.track)
+
+    def track(x, *args, **kwargs):
+        kwargs["method"] = method
+        return orig(x, *args, **kwargs)
+
+    _pitch._bench_unpinned_track = orig
+    _pitch.track = track

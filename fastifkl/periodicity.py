@@ -359,37 +359,41 @@ def running_min(B, w, out):
 @njit(cache=True)
 def _stats_kernel(B, s0, s1, thr, top, out, col):
     """Across signals s0..s1-1 of B (M, S, K): mean, share above each threshold, mean of the
-    ``top`` largest; written to out[:, col + j * K + k]."""
+    ``top`` largest; written to out[:, col + j * K + k].
+
+    Per frame, the signals are visited in order with the K bins innermost (contiguous rows of
+    B, per-bin accumulators), so every bin sees its values in the same order as a loop over
+    signals per bin would (same sums); the top list is kept sorted by a min / max insertion
+    (same values as an insertion sort)."""
     M, S, K = B.shape
     n = s1 - s0
     nt = thr.shape[0]
-    best = np.empty(top, dtype=np.float32)
+    best = np.empty((top, K), dtype=np.float32)
+    tot = np.empty(K)
+    cnt = np.empty((nt, K))
+    kk = min(top, n)
     for m in range(M):
-        for k in range(K):
-            tot = 0.0
-            for j in range(top):
-                best[j] = -np.inf
-            cnt = np.zeros(nt)
-            for s in range(s0, s1):
-                v = B[m, s, k]
-                tot += v
+        tot[:] = 0.0
+        cnt[:] = 0.0
+        best[:] = -np.inf
+        for s in range(s0, s1):
+            row = B[m, s]
+            for k in range(K):  # branch-free (SIMD over k)
+                v = row[k]
+                tot[k] += v
                 for t in range(nt):
-                    if v > thr[t]:
-                        cnt[t] += 1.0
-                # insert v into the descending list best
-                if v > best[top - 1]:
-                    j = top - 1
-                    while j > 0 and best[j - 1] < v:
-                        best[j] = best[j - 1]
-                        j -= 1
-                    best[j] = v
-            out[m, col + k] = tot / n
+                    cnt[t, k] += 1.0 if v > thr[t] else 0.0
+                # insert v into the descending list best[:, k] (min / max network)
+                for j in range(top - 1, 0, -1):
+                    best[j, k] = max(best[j, k], min(best[j - 1, k], v))
+                best[0, k] = max(best[0, k], v)
+        for k in range(K):
+            out[m, col + k] = tot[k] / n
             for t in range(nt):
-                out[m, col + (1 + t) * K + k] = cnt[t] / n
+                out[m, col + (1 + t) * K + k] = cnt[t, k] / n
             q = 0.0
-            kk = min(top, n)
             for j in range(kk):
-                q += best[j]
+                q += best[j, k]
             out[m, col + (1 + nt) * K + k] = q / kk
 
 

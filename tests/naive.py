@@ -504,3 +504,24 @@ def nystroem_gram(A, B, Z, sigma, floor=0.0):
     W = k(Z, Z)
     Wp = scipy.linalg.pinvh(W, atol=0.0, rtol=floor) if floor > 0 else np.linalg.inv(W)
     return k(A, Z) @ Wp @ k(Z, B)
+
+
+def hann_nccf(s, n_fr, lag_lo, lag_hi, window):
+    """Hann-tapered NCCF of the correlogram pitch tracker by direct sums, one frame and lag at a
+    time (window of frame m starts at 160 m + 160 - window // 2; zeros outside the signal)."""
+    s = np.asarray(s, dtype=np.float64)
+    c_, n = s.shape
+    pad = window + lag_hi + 400
+    sp = np.concatenate([np.zeros((c_, pad)), s, np.zeros((c_, pad))], axis=1)
+    w = np.hanning(window + 2)[1:-1]
+    out = np.zeros((c_, n_fr, lag_hi - lag_lo + 1))
+    for c in range(c_):
+        e0max = max(float(np.sum(w * sp[c, pad + 160 * m + 160 - window // 2:][:window] ** 2)) for m in range(n_fr))
+        for m in range(n_fr):
+            t0 = pad + 160 * m + 160 - window // 2
+            a = sp[c, t0: t0 + window]
+            for j, tau in enumerate(range(lag_lo, lag_hi + 1)):
+                b = sp[c, t0 + tau: t0 + tau + window]
+                den = np.sqrt(max(np.sum(w * a * a) * np.sum(w * b * b), 0.0))
+                out[c, m, j] = np.sum(w * a * b) / den if den > 1e-12 * max(e0max, 1e-300) else 0.0
+    return out

@@ -355,3 +355,30 @@ def test_assembled_features_match_extract(rng):
     base = features.base_features(R, None, 16000, ["ams", "rasta_plp", "mfcc"])
     base["pitch"] = features.base_features(R, f0, 16000, ["pitch"])["pitch"]
     np.testing.assert_array_equal(features.assemble(base), features.extract(R, f0))
+
+
+def test_zc_frequency_matches_twin_with_silence_and_exact_zeros():
+    rng = np.random.default_rng(21)
+    n = 4000
+    x = rng.standard_normal((3, n))
+    x[0, 1000:1700] = 0.0  # silence: no crossing (0 counts as positive)
+    x[1, ::7] = 0.0  # exact zeros between signs
+    x[2] = np.sin(2 * np.pi * 0.01 * np.arange(n))  # one crossing per 50 samples
+    m = 1 + (n - 320) // 160
+    got = pitch_features.zc_frequency(x, m)
+    for c in range(3):
+        for j in range(m):
+            assert got[c, j] == pytest.approx(naive.zc_freq(x[c], 160 * j), rel=1e-12, abs=1e-15)
+    ref = np.empty_like(got)
+    pitch_features._zc_freq_kernel(x, m, 320, 160, ref)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_floored_log_matches_numpy_formula_including_nan_rows():
+    from fastifkl.features import _common
+
+    rng = np.random.default_rng(2)
+    for e in (rng.random((50, 64)) ** 12, rng.random((7, 90))[:, :21], np.array([[1.0, np.nan, 2.0], [0, 0, 0]])):
+        with np.errstate(invalid="ignore"):
+            ref = np.log(np.maximum(e, np.maximum(1e-10 * e.max(axis=-1, keepdims=True), 1e-12)))
+        np.testing.assert_array_equal(_common.floored_log(e), ref)

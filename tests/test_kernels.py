@@ -147,3 +147,21 @@ def test_learned_kernel_needs_nystroem_map():
     res = itml.learn_kernel(K0, cons, 0.5, 1.5, 1.0, mode="lowrank", factor=G, max_sweeps=2)
     with pytest.raises(InputError, match="Nystroem"):
         kernels.LearnedKernel.from_result(X, 2.0, res)
+
+
+def test_gaussian_decision_float32_path_matches_float64_formula_across_row_blocks():
+    from fastifkl import kernels
+
+    rng = np.random.default_rng(11)
+    n = kernels._ROWS + 37  # two row blocks
+    X = rng.standard_normal((n, 20))
+    Z = rng.standard_normal((50, 20)).astype(np.float32)
+    Z[0] = X[3]  # a point at distance 0 (the clip of the exponent at 0)
+    coef = rng.standard_normal(50)
+    sigma = 3.0
+    d2 = ((X[:, None, :] - Z.astype(np.float64)[None]) ** 2).sum(axis=2)
+    ref = np.exp(-d2 / (2 * sigma ** 2)) @ coef + 0.25
+    got = kernels.gaussian_decision(X, Z, coef, 0.25, sigma)
+    assert got.dtype == np.float64 and got.shape == (n,)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * np.abs(coef).sum())
+    assert np.all(kernels.gaussian_decision(X[:3], Z[:0], coef[:0], 0.5, sigma) == 0.5)

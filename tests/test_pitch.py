@@ -440,6 +440,23 @@ def test_nccf_matches_brute_force():
                 assert abs(A[c, m, tau] - ref) < 1e-9
 
 
+def test_hann_nccf_matches_naive_twin_and_fft_nccf():
+    rng = np.random.default_rng(4)
+    n = 2500
+    s = rng.standard_normal((3, n))
+    s[1, 800:1500] = 0.0  # silence inside: the zero-denominator rule
+    s[2] *= np.linspace(0.0, 1e3, n)  # a wide dynamic range
+    m = n_frames(n)
+    for window, lo, hi in ((640, 39, 230), (320, 5, 60)):
+        got = pitch.hann_nccf(s, m, lo, hi, window)
+        ref = naive.hann_nccf(s, m, lo, hi, window)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)  # float32 per-hop products
+        np.testing.assert_allclose(got, pitch.nccf(s, m, hi, window, True)[:, :, lo:], rtol=0, atol=1e-6)
+    with pytest.raises(InputError):
+        pitch.hann_nccf(s, m, 5, 60, 300)
+
+
 def test_candidate_viterbi_matches_exhaustive_search():
     import itertools
 

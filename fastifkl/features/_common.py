@@ -188,7 +188,38 @@ def band_energies(responses: np.ndarray, mats: list[np.ndarray]) -> list[np.ndar
     return res
 
 
+@njit(cache=True)
+def _floor_rows_kernel(e, out):
+    """out[i, :] = max(e[i, :], max(REL_FLOOR * max(e[i, :]), ABS_FLOOR)) for a 2-D e; returns
+    False (out incomplete) if e holds a NaN."""
+    n, k = e.shape
+    for i in range(n):
+        row = e[i]
+        mx = row[0]
+        nan = 0
+        for j in range(k):
+            v = row[j]
+            mx = max(mx, v)
+            nan += 1 if v != v else 0
+        if nan:
+            return False
+        fl = max(REL_FLOOR * mx, ABS_FLOOR)
+        o = out[i]
+        for j in range(k):
+            o[j] = max(row[j], fl)
+    return True
+
+
 def floored_log(e: np.ndarray) -> np.ndarray:
-    """``log(max(e, REL_FLOOR * max(e over the last axis), ABS_FLOOR))``, elementwise."""
-    floor = np.maximum(REL_FLOOR * e.max(axis=-1, keepdims=True), ABS_FLOOR)
+    """``log(max(e, REL_FLOOR * max(e over the last axis), ABS_FLOOR))``, elementwise.
+
+    The floor is applied in one pass (:func:`_floor_rows_kernel`), the log in place."""
+    e = np.asarray(e, dtype=np.float64)
+    if e.ndim > 0 and e.shape[-1] > 0:
+        e2 = e.reshape(-1, e.shape[-1])
+        out = np.empty(e2.shape)
+        if _floor_rows_kernel(e2, out):
+            np.log(out, out=out)
+            return out.reshape(e.shape)
+    floor = np.maximum(REL_FLOOR * e.max(axis=-1, keepdims=True), ABS_FLOOR)  # NaN (or empty) input
     return np.log(np.maximum(e, floor))

@@ -54,55 +54,71 @@ def envelope_sos(sr: int = SAMPLE_RATE) -> np.ndarray:
 
 @njit(cache=True)
 def _envelope_kernel(x, sos, out):
-    """Half-wave rectify x (C, N), run the SOS cascade forward and then backward in time.
+    """Half-wave rectify x (C, N), run the 2-section SOS cascade forward and then backward in
+    time (transposed direct form II, zero initial states, no padding).
 
-    Channels are taken in groups of 8 and time in blocks of 256 samples through a small
-    (256, 8) scratch (16 KB, stays in L1): the inner loop runs over the 8 channels, so their
-    recursions interleave, and rows of x / out are read and written contiguously (no strided
-    transposes, which alias in the cache when N * 8 bytes is a multiple of 4 KB).
-    Zero initial states, no padding.
+    Four channels at a time with their states in local scalars, so that the four independent
+    recursions run side by side in one SIMD register (their latency chains overlap).  When C is
+    not a multiple of 4 the last lanes repeat the last channel (same values written twice).
     """
     n_ch, n = x.shape
-    ns = sos.shape[0]
-    G = 8
-    T = 256
-    buf = np.zeros((T, G))
-    za = np.zeros((ns, G))
-    zb = np.zeros((ns, G))
-    for g0 in range(0, n_ch, G):
-        g = min(G, n_ch - g0)
-        buf[:] = 0.0
+    b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
+    b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
+    for g0 in range(0, n_ch, 4):
+        xa = x[g0]
+        xb = x[min(g0 + 1, n_ch - 1)]
+        xc = x[min(g0 + 2, n_ch - 1)]
+        xd = x[min(g0 + 3, n_ch - 1)]
+        oa = out[g0]
+        ob = out[min(g0 + 1, n_ch - 1)]
+        oc = out[min(g0 + 2, n_ch - 1)]
+        od = out[min(g0 + 3, n_ch - 1)]
         for direction in range(2):
-            za[:] = 0.0
-            zb[:] = 0.0
-            for b0 in range(0, n, T):
-                nb = min(T, n - b0)
-                for cc in range(g):
-                    for i in range(nb):
-                        if direction == 0:
-                            v = x[g0 + cc, b0 + i]
-                            buf[i, cc] = v if v > 0.0 else 0.0
-                        else:
-                            buf[i, cc] = out[g0 + cc, n - 1 - (b0 + i)]
-                for s in range(ns):
-                    c0 = sos[s, 0]
-                    c1 = sos[s, 1]
-                    c2 = sos[s, 2]
-                    d1 = sos[s, 4]
-                    d2 = sos[s, 5]
-                    for i in range(nb):
-                        for cc in range(G):
-                            v = buf[i, cc]
-                            o = c0 * v + za[s, cc]
-                            za[s, cc] = c1 * v - d1 * o + zb[s, cc]
-                            zb[s, cc] = c2 * v - d2 * o
-                            buf[i, cc] = o
-                for cc in range(g):
-                    for i in range(nb):
-                        if direction == 0:
-                            out[g0 + cc, b0 + i] = buf[i, cc]
-                        else:
-                            out[g0 + cc, n - 1 - (b0 + i)] = buf[i, cc]
+            p0 = p1 = p2 = p3 = 0.0
+            q0 = q1 = q2 = q3 = 0.0
+            r0 = r1 = r2 = r3 = 0.0
+            s0 = s1 = s2 = s3 = 0.0
+            for ii in range(n):
+                if direction == 0:
+                    t = ii
+                    v0 = max(xa[t], 0.0)
+                    v1 = max(xb[t], 0.0)
+                    v2 = max(xc[t], 0.0)
+                    v3 = max(xd[t], 0.0)
+                else:
+                    t = n - 1 - ii
+                    v0 = oa[t]
+                    v1 = ob[t]
+                    v2 = oc[t]
+                    v3 = od[t]
+                o0 = b00 * v0 + p0
+                o1 = b00 * v1 + p1
+                o2 = b00 * v2 + p2
+                o3 = b00 * v3 + p3
+                p0 = b01 * v0 - a01 * o0 + q0
+                p1 = b01 * v1 - a01 * o1 + q1
+                p2 = b01 * v2 - a01 * o2 + q2
+                p3 = b01 * v3 - a01 * o3 + q3
+                q0 = b02 * v0 - a02 * o0
+                q1 = b02 * v1 - a02 * o1
+                q2 = b02 * v2 - a02 * o2
+                q3 = b02 * v3 - a02 * o3
+                u0 = b10 * o0 + r0
+                u1 = b10 * o1 + r1
+                u2 = b10 * o2 + r2
+                u3 = b10 * o3 + r3
+                r0 = b11 * o0 - a11 * u0 + s0
+                r1 = b11 * o1 - a11 * u1 + s1
+                r2 = b11 * o2 - a11 * u2 + s2
+                r3 = b11 * o3 - a11 * u3 + s3
+                s0 = b12 * o0 - a12 * u0
+                s1 = b12 * o1 - a12 * u1
+                s2 = b12 * o2 - a12 * u2
+                s3 = b12 * o3 - a12 * u3
+                oa[t] = u0
+                ob[t] = u1
+                oc[t] = u2
+                od[t] = u3
 
 
 def pitch_envelope(responses: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -205,10 +221,78 @@ def _zc_freq_kernel(x, n_fr, frame_len, hop, out):
             out[c, m] = 0.0
 
 
+@njit(cache=True)
+def _zc_block_stats(x, b0, b1, cnt, first, last):
+    """Crossings at the boundaries k = b0 .. b1 - 1 of x (boundary k lies between samples k - 1
+    and k): their number (a branch-free count) and the first / last interpolated crossing time
+    (a scan from each end that stops at the first crossing)."""
+    c = 0
+    for k in range(b0, b1):
+        c += 1 if (x[k - 1] < 0.0) != (x[k] < 0.0) else 0
+    cnt[0] = c
+    first[0] = 0.0
+    last[0] = 0.0
+    if c == 0:
+        return
+    for k in range(b0, b1):
+        a = x[k - 1]
+        b = x[k]
+        if (a < 0.0) != (b < 0.0):
+            first[0] = (k - 1) + a / (a - b)
+            break
+    for k in range(b1 - 1, b0 - 1, -1):
+        a = x[k - 1]
+        b = x[k]
+        if (a < 0.0) != (b < 0.0):
+            last[0] = (k - 1) + a / (a - b)
+            break
+
+
+@njit(cache=True)
+def _zc_freq_halves_kernel(x, n_fr, hop, out):
+    """:func:`_zc_freq_kernel` for frames of two hops (frame_len = 2 hop): frame m's boundaries
+    are hop m + 1 .. hop m + 2 hop - 1, i.e. the inside of hop-block m, the junction hop (m + 1)
+    and the inside of block m + 1; each block's crossing count and first / last crossing are
+    computed once and shared by its two frames.  Same crossing times, same formula."""
+    n_ch = x.shape[0]
+    nb = n_fr + 1
+    bc = np.empty(nb, dtype=np.int64)
+    bf = np.empty(nb)
+    bl = np.empty(nb)
+    one_c = np.empty(1, dtype=np.int64)
+    one_f = np.empty(1)
+    one_l = np.empty(1)
+    for c in range(n_ch):
+        xc = x[c]
+        for b in range(nb):
+            _zc_block_stats(xc, hop * b + 1, hop * b + hop, one_c, one_f, one_l)
+            bc[b] = one_c[0]
+            bf[b] = one_f[0]
+            bl[b] = one_l[0]
+        for m in range(n_fr):
+            k = hop * (m + 1)  # the junction boundary
+            a = xc[k - 1]
+            b = xc[k]
+            hj = (a < 0.0) != (b < 0.0)
+            tj = (k - 1) + a / (a - b) if hj else 0.0
+            cross = bc[m] + bc[m + 1] + (1 if hj else 0)
+            if cross >= 2:
+                t_first = bf[m] if bc[m] > 0 else (tj if hj else bf[m + 1])
+                t_last = bl[m + 1] if bc[m + 1] > 0 else (tj if hj else bl[m])
+                if t_last > t_first:
+                    out[c, m] = (cross - 1) / (2.0 * (t_last - t_first))
+                    continue
+            out[c, m] = 0.0
+
+
 def zc_frequency(x: np.ndarray, n_frames: int) -> np.ndarray:
     """Average frequency from zero crossings, cycles/sample, shape (C, n_frames)."""
     out = np.empty((x.shape[0], n_frames))
-    _zc_freq_kernel(np.ascontiguousarray(x), n_frames, FRAME_LEN, HOP, out)
+    x = np.ascontiguousarray(x)
+    if FRAME_LEN == 2 * HOP and n_frames > 0:
+        _zc_freq_halves_kernel(x, n_frames, HOP, out)
+    else:
+        _zc_freq_kernel(x, n_frames, FRAME_LEN, HOP, out)
     return out
 
 
