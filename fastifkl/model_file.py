@@ -32,6 +32,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def read(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES,
     except ModelError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, zipfile.LargeZipFile, KeyError, RuntimeError,
-            NotImplementedError, OverflowError) as exc:
+            NotImplementedError, OverflowError, zlib.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise ModelError(f"{p}: corrupt or truncated model file ({type(exc).__name__}: {detail})") from None
     return meta, arrays

@@ -375,3 +375,32 @@ def test_format_1_file_loads_with_the_documented_fallback(tmp_path):
     assert "level: none" in out and "calibration: none in the file" in out and "fallback" in out
     out = CliRunner().invoke(app, ["info", str(tiny_model(tmp_path / "c.fkl", 3, 5, platt=True))]).output
     assert "calibration: Platt per channel" in out and "level: every input is scaled to RMS" in out
+
+
+def test_damaged_deflate_stream_is_a_corrupt_model_file(good, tmp_path):
+    """A deflated entry whose compressed bytes are damaged makes zlib raise ``zlib.error`` (not a
+    zipfile or OS error) inside the reader; it must read as a corrupt model file, one line."""
+    raw = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        info = max((i for i in z.infolist() if i.compress_type == zipfile.ZIP_DEFLATED), key=lambda i: i.compress_size)
+    # the entry's data starts after its local header (30 bytes + name + extra)
+    lh = info.header_offset
+    start = lh + 30 + int.from_bytes(raw[lh + 26:lh + 28], "little") + int.from_bytes(raw[lh + 28:lh + 30], "little")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        bad = bytearray(raw)
+        pos = start + int(rng.integers(16, max(17, info.compress_size // 4)))
+        bad[pos:pos + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        f = tmp_path / "deflate.fkl"
+        f.write_bytes(bytes(bad))
+        try:
+            with zipfile.ZipFile(f) as z:
+                z.read(info.filename)
+        except zlib.error:
+            break  # this damage reaches zlib itself
+        except Exception:  # noqa: BLE001 - another failure mode (e.g. CRC); try other damage
+            continue
+    else:
+        pytest.fail("no damage of the deflate stream raised zlib.error")
+    msg = refused(f, match="corrupt")
+    assert "error" in msg.lower()
