@@ -415,7 +415,7 @@ def test_training_command_is_deterministic(tmp_path):
     net = pitch_net.PitchNet.load(out)
     assert net.info["speech"] == ["u0.flac", "u1.flac", "u2.flac"]  # never the test split
     assert pitch.track(np.random.default_rng(0).standard_normal(4000), net=net, method="learned").shape == (24,)
-    with pytest.raises(InputError, match="test split"):
+    with pytest.raises(InputError, match="held-out split.*test"):
         pitch_train.main(["--corpus", str(root), "--out", str(tmp_path / "x.fkl"), "--splits", "svm,test"])
 
 
