@@ -37,3 +37,16 @@ def make_corpus(root: Path, n_utts: int = 6, seed: int = 0, splits=None) -> Path
         rows.append(f"noise/{name}.flac\tnoise\t{name}\t")
     (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def mixture_sets(root: Path):
+    """The train set (non-test utterances x white, low, hum; seed 0) and the test set (test
+    utterances x high, beeps; seed 1) of a corpus made by :func:`make_corpus`."""
+    from fastifkl.corpus import MixtureSet, scan, select_noises
+
+    sp = scan(root / "speech", "speech")
+    nz = select_noises(scan(root / "noise", "noise"), ["white", "low", "hum"])
+    train = MixtureSet.create([s for s in sp if s.split != "test"], nz, root / "train_set", seed=0)
+    test_nz = select_noises(scan(root / "noise", "noise"), ["high", "beeps"])
+    test = MixtureSet.create([s for s in sp if s.split == "test"], test_nz, root / "test_set", seed=1)
+    return train, test

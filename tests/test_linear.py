@@ -6,14 +6,13 @@ from scipy.optimize import minimize
 from typer.testing import CliRunner
 
 from fastifkl.cli import app
-from fastifkl.corpus import MixtureSet, scan, select_noises
 from fastifkl.errors import InputError
 from fastifkl.level import LEVEL_RMS
 from fastifkl.parallel import executor
 from fastifkl.separator import Separator
 from fastifkl.svm import LinearSVM
 from fastifkl.training import cfs_for, prepare
-from synth import make_corpus
+from synth import make_corpus, mixture_sets
 
 runner = CliRunner()
 SMALL = dict(n_channels=8, per_domain=15, rank=16, max_sweeps=5, solver="liblinear", n_landmarks=60,
@@ -70,11 +69,7 @@ def test_linear_svm_one_class_and_bad_input():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = make_corpus(tmp_path_factory.mktemp("corpus"))
-    sp = scan(root / "speech", "speech")
-    nz = select_noises(scan(root / "noise", "noise"), ["white", "low", "hum"])
-    train = MixtureSet.create([s for s in sp if s.split != "test"], nz, root / "train_set", seed=0)
-    test_nz = select_noises(scan(root / "noise", "noise"), ["high", "beeps"])
-    test = MixtureSet.create([s for s in sp if s.split == "test"], test_nz, root / "test_set", seed=1)
+    train, test = mixture_sets(root)
     return root, train, test
 
 

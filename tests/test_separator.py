@@ -10,13 +10,13 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from fastifkl.cli import app
-from fastifkl.corpus import MixtureSet, scan, select_noises
+from fastifkl.corpus import MixtureSet
 from fastifkl.errors import InputError, ModelError
 from fastifkl.level import LEVEL_RMS
 from fastifkl.parallel import executor
 from fastifkl.separator import Separator
 from fastifkl.training import prepare
-from synth import make_corpus
+from synth import make_corpus, mixture_sets
 
 runner = CliRunner()
 SMALL = dict(n_channels=8, per_domain=15, max_train=120, units_per_mixture=15, rank=16, max_sweeps=5)
@@ -25,11 +25,7 @@ SMALL = dict(n_channels=8, per_domain=15, max_train=120, units_per_mixture=15, r
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = make_corpus(tmp_path_factory.mktemp("corpus"))
-    sp = scan(root / "speech", "speech")
-    nz = select_noises(scan(root / "noise", "noise"), ["white", "low", "hum"])
-    train = MixtureSet.create([s for s in sp if s.split != "test"], nz, root / "train_set", seed=0)
-    test_nz = select_noises(scan(root / "noise", "noise"), ["high", "beeps"])
-    test = MixtureSet.create([s for s in sp if s.split == "test"], test_nz, root / "test_set", seed=1)
+    train, test = mixture_sets(root)
     return root, train, test
 
 
